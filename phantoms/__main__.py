@@ -1,0 +1,5 @@
+import sys
+
+from vfq.phantoms.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""The six keypoints of a vertebral body and the heights measured between them.
+
+One vertebral body carries six keypoints, always in this order (DESIGN §2)::
+
+    0 upper-anterior   1 upper-middle   2 upper-posterior
+    3 lower-anterior   4 lower-middle   5 lower-posterior
+
+"upper" is the superior endplate. The anterior, middle and posterior heights ``ha, hm, hp`` are
+the distances between keypoints (0, 3), (1, 4) and (2, 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "upper_anterior",
+    "upper_middle",
+    "upper_posterior",
+    "lower_anterior",
+    "lower_middle",
+    "lower_posterior",
+)
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+
+#: Keypoint index pairs (upper, lower) whose distance is the anterior, middle and posterior height.
+HEIGHT_PAIRS: tuple[tuple[int, int], ...] = ((0, 3), (1, 4), (2, 5))
+HEIGHT_NAMES: tuple[str, ...] = ("anterior", "middle", "posterior")
+
+
+def heights_mm(keypoints: np.ndarray, scale: Sequence[float] | np.ndarray = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """Anterior, middle and posterior heights (mm) of vertebral bodies.
+
+    Args:
+        keypoints: ``(..., 6, 3)`` points in any Cartesian frame whose axes are scaled by ``scale``
+            to millimetres: world mm with the default scale, or voxel indices ``(z, y, x)`` of an
+            axis-aligned grid with ``scale`` = its spacing ``(z, y, x)`` in mm.
+        scale: per-axis factor from the points' unit to mm.
+
+    Returns:
+        ``(..., 3)`` heights ``(ha, hm, hp)`` in mm.
+    """
+    points = np.asarray(keypoints, dtype=np.float64) * np.asarray(scale, dtype=np.float64)
+    if points.shape[-2:] != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"keypoints must have shape (..., 6, 3), got {points.shape}")
+    upper = points[..., [u for u, _ in HEIGHT_PAIRS], :]
+    lower = points[..., [lo for _, lo in HEIGHT_PAIRS], :]
+    return np.linalg.norm(upper - lower, axis=-1)
+
+
+def body_center(keypoints: np.ndarray) -> np.ndarray:
+    """The vertebral-body centre used by every metric: the mean of the six keypoints, ``(..., 3)``."""
+    points = np.asarray(keypoints, dtype=np.float64)
+    if points.shape[-2:] != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"keypoints must have shape (..., 6, 3), got {points.shape}")
+    return points.mean(axis=-2)
