@@ -13,7 +13,7 @@ and ``left`` = ``posterior × axis``. Local coordinates are ``u`` along ``axis``
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -174,14 +174,13 @@ class Spine:
     Attributes:
         vertebrae: C3…L5, cranio-caudally.
         curve: ``(M, 3)`` world points of the body centre line, inferior→superior, 1 mm apart.
-        sacrum_top: world centre of the S1 upper endplate; ``sacrum_axis`` its superior direction.
+        sacrum: the S1 body, on which the column stands (no keypoints are graded there).
         shape: the curvature parameters it was built from.
     """
 
     vertebrae: tuple[Vertebra, ...]
     curve: np.ndarray
-    sacrum_top: np.ndarray
-    sacrum_axis: np.ndarray
+    sacrum: Vertebra
     shape: SpineShape = field(default_factory=SpineShape)
 
     def vertebra(self, level: Level) -> Vertebra:
@@ -189,6 +188,11 @@ class Spine:
             if v.level is level:
                 return v
         raise KeyError(level)
+
+    @property
+    def sacrum_top(self) -> np.ndarray:
+        """World centre (mm) of the S1 upper endplate."""
+        return self.sacrum.center + self.sacrum.axis * self.sacrum.heights[2] / 2
 
     @property
     def keypoints(self) -> np.ndarray:
@@ -352,14 +356,22 @@ def build_spine(
                 density=float(base_density * (rng.uniform(0.75, 0.95) if f else 1.0)),
             )
         )
-    sacrum_axis = tangent[0]
-    return Spine(
-        vertebrae=tuple(vertebrae[::-1]),
-        curve=curve,
-        sacrum_top=curve[0],
-        sacrum_axis=sacrum_axis,
-        shape=shape,
+    l5 = vertebrae[0]
+    s1_height = 0.9 * l5.heights[2]
+    posterior, left = _sagittal_frame(tangent[0])
+    sacrum = replace(
+        l5,
+        level=Level.S1,
+        center=curve[0] - tangent[0] * s1_height / 2,
+        axis=tangent[0],
+        posterior=posterior,
+        left=left,
+        depth=0.95 * l5.depth,
+        heights=(s1_height, s1_height, s1_height),
+        upper_share=0.5,
+        fracture=FractureType.NONE,
     )
+    return Spine(vertebrae=tuple(vertebrae[::-1]), curve=curve, sacrum=sacrum, shape=shape)
 
 
 def sample_fractures(

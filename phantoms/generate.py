@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 import numpy as np
-from vfq.phantoms.anatomy import Fracture, Spine, SpineShape, build_spine, sample_fractures
-from vfq.phantoms.canvas import Canvas
-from vfq.phantoms.skeleton import paint_skeleton
-from vfq.phantoms.torso import Contrast, Torso, build_torso, paint_body, paint_organs, paint_table
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.genant import genant
 from vfq.keypoints import heights_mm
 from vfq.levels import Level
+from vfq.phantoms.anatomy import Fracture, Spine, SpineShape, build_spine, sample_fractures
+from vfq.phantoms.canvas import Canvas
+from vfq.phantoms.skeleton import paint_skeleton
+from vfq.phantoms.torso import Contrast, Torso, build_torso, paint_body, paint_organs, paint_table
 from vfq.volume import CTVolume, ImageGeometry
 
 GENERATOR_VERSION = "1"
@@ -180,7 +180,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
 
 def _shifted_spine(spine: Spine, shift: np.ndarray) -> Spine:
     vertebrae = tuple(replace(v, center=v.center + shift) for v in spine.vertebrae)
-    return replace(spine, vertebrae=vertebrae, curve=spine.curve + shift, sacrum_top=spine.sacrum_top + shift)
+    sacrum = replace(spine.sacrum, center=spine.sacrum.center + shift)
+    return replace(spine, vertebrae=vertebrae, curve=spine.curve + shift, sacrum=sacrum)
 
 
 def field_of_view_geometry(anatomy: Anatomy) -> ImageGeometry:

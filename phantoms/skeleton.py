@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+
 from vfq.phantoms.anatomy import RIB_LEVELS, Spine, Vertebra
 from vfq.phantoms.canvas import Canvas, capsule, ellipsoid
 from vfq.phantoms.torso import Torso
@@ -20,11 +21,13 @@ SACRUM_LABEL = 26
 
 
 def paint_skeleton(canvas: Canvas, spine: Spine, torso: Torso, rng: np.random.Generator) -> None:
-    """Paint discs, vertebrae (body + posterior elements), ribs, sternum and pelvis."""
+    """Paint pelvis, discs, vertebrae (body + posterior elements), ribs and sternum, in that order:
+    later shapes cover earlier ones, so the bodies keep exact endplates against discs and sacrum."""
     cortical = float(rng.uniform(450, 750))
-    for upper, lower in zip(spine.vertebrae[:-1], spine.vertebrae[1:]):
+    _paint_pelvis(canvas, spine, torso, cortical, rng)
+    column = (*spine.vertebrae, spine.sacrum)
+    for upper, lower in itertools.pairwise(column):
         _paint_disc(canvas, upper, lower, float(rng.uniform(*DISC_HU)))
-    _paint_disc_to_sacrum(canvas, spine, float(rng.uniform(*DISC_HU)))
     for v in spine.vertebrae:
         shell_hu = cortical * (0.75 + 0.25 * v.density / 240.0)
         _paint_posterior_elements(canvas, v, shell_hu)
@@ -32,8 +35,8 @@ def paint_skeleton(canvas: Canvas, spine: Spine, torso: Torso, rng: np.random.Ge
             for side in (-1.0, 1.0):
                 _paint_rib(canvas, v, side, torso, shell_hu, rng)
         _paint_body(canvas, v, shell_hu, label=v.level.verse_label)
+    _paint_body(canvas, spine.sacrum, cortical * 0.8, label=SACRUM_LABEL)
     _paint_sternum(canvas, spine, torso, cortical)
-    _paint_pelvis(canvas, spine, torso, cortical, rng)
 
 
 def _local_coordinates(v: Vertebra, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -94,13 +97,6 @@ def _paint_disc(canvas: Canvas, upper: Vertebra, lower: Vertebra, hu: float) -> 
 
     reach = float(np.sqrt(r**2 + rl**2 + (np.linalg.norm(upper.center - lower.center) / 2) ** 2)) + 2.0
     canvas.paint(mid - reach, mid + reach, shape)
-
-
-def _paint_disc_to_sacrum(canvas: Canvas, spine: Spine, hu: float) -> None:
-    l5 = spine.vertebrae[-1]
-    a, b = l5.center, spine.sacrum_top + 3.0 * spine.sacrum_axis
-    lo, hi, shape = capsule(a, b, radius=min(l5.depth, l5.width) / 2, value=hu)
-    canvas.paint(lo, hi, shape)
 
 
 def _bone_capsule(
@@ -208,12 +204,11 @@ def _paint_pelvis(
     canvas: Canvas, spine: Spine, torso: Torso, cortical: float, rng: np.random.Generator
 ) -> None:
     """Sacrum (S1 body and the tapering sacral mass), iliac wings, femoral heads."""
-    top, axis = spine.sacrum_top, spine.sacrum_axis
-    posterior = np.cross(axis, [1.0, 0.0, 0.0])
-    posterior /= np.linalg.norm(posterior)
+    s1 = spine.sacrum
+    axis, posterior = s1.axis, s1.posterior
     core = float(rng.uniform(150, 230))
-    # Sacral mass curving posteriorly as it descends.
-    points = [top - 2.0 * axis]
+    # Sacral mass below the S1 body, curving posteriorly as it descends.
+    points = [s1.center - axis * (s1.heights[2] / 2 - 2.0)]
     for k in range(1, 6):
         step = -axis * 22.0 + posterior * (3.0 + 2.5 * k)
         points.append(points[-1] + step)
@@ -221,12 +216,12 @@ def _paint_pelvis(
     for i, (a, b) in enumerate(itertools.pairwise(points)):
         lo, hi, shape = capsule(a, b, radii[i], value=core, shell=1.5, shell_value=cortical)
         canvas.paint(lo, hi, shape, label=SACRUM_LABEL)
-    s1 = points[1]
-    cx, cy, ax, ay = torso.section(float(s1[2]))
+    s1_centre = s1.center
+    cx, cy, ax, ay = torso.section(float(s1_centre[2]))
     for side in (-1.0, 1.0):
         # Sacral ala to the sacro-iliac joint.
-        joint = s1 + np.array([side * 42.0, 12.0, 0.0])
-        lo, hi, shape = capsule(s1, joint, 15.0, value=core, shell=1.5, shell_value=cortical)
+        joint = s1_centre + np.array([side * 42.0, 12.0, 0.0])
+        lo, hi, shape = capsule(s1_centre, joint, 15.0, value=core, shell=1.5, shell_value=cortical)
         canvas.paint(lo, hi, shape, label=SACRUM_LABEL)
         # Iliac wing: a thin plate fanning antero-laterally from the joint.
         normal = np.array([side * 0.75, 0.66, 0.0])
@@ -243,7 +238,7 @@ def _paint_pelvis(
             shell_value=cortical,
         )
         canvas.paint(lo, hi, shape)
-        head = np.array([cx + side * min(95.0, ax - 45.0), cy - 0.15 * ay, float(s1[2]) - 105.0])
+        head = np.array([cx + side * min(95.0, ax - 45.0), cy - 0.15 * ay, float(s1_centre[2]) - 105.0])
         lo, hi, shape = ellipsoid(
             head, np.array([24.0, 24.0, 24.0]), value=core, shell=2.0, shell_value=cortical
         )

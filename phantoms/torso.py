@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from vfq.phantoms.anatomy import Spine
-from vfq.phantoms.canvas import Canvas, capsule, ellipsoid
 
 from vfq.levels import Level
+from vfq.phantoms.anatomy import Spine
+from vfq.phantoms.canvas import Canvas, capsule, ellipsoid
 
 AIR_HU = -1000.0
 FAT_HU = -100.0

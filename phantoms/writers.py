@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from vfq.phantoms.generate import Phantom
 
 from vfq.annotation import SpineAnnotation
 from vfq.genant import GenantGrade
 from vfq.io.sitk_bridge import image_of
+from vfq.phantoms.generate import Phantom
 from vfq.picture import draw_vertebrae
 from vfq.volume import CTVolume, ImageGeometry
 

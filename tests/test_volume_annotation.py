@@ -92,3 +92,12 @@ def test_unknown_schema_is_refused():
     data["schema"] = "something-else/9"
     with pytest.raises(ValueError, match="expected an annotation with schema 'vfq-annotation/1'"):
         SpineAnnotation.from_dict(data)
+
+
+def test_world_bounds_of_a_rotated_grid():
+    g = ImageGeometry(
+        shape=(3, 5, 11), spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=_rotation(np.pi / 2)
+    )
+    lo, hi = g.world_bounds()
+    # array x runs along world +y, array y along world -x
+    assert lo.tolist() == pytest.approx([-4.0, 0.0, 0.0]) and hi.tolist() == pytest.approx([0.0, 10.0, 4.0])

@@ -74,6 +74,12 @@ class ImageGeometry:
         inverse = np.linalg.inv(a[:3, :3])
         return (np.asarray(world, dtype=np.float64) - a[:3, 3]) @ inverse.T
 
+    def world_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Smallest and largest world LPS mm ``(x, y, z)`` of the eight corner voxel centres."""
+        corners = np.array(np.meshgrid(*[[0, n - 1] for n in self.shape], indexing="ij")).reshape(3, -1).T
+        world = self.voxel_to_world(corners)
+        return world.min(axis=0), world.max(axis=0)
+
     @property
     def extent_mm(self) -> tuple[float, float, float]:
         """Physical size ``(z, y, x)`` in mm covered by the voxel centres' spacing times count."""

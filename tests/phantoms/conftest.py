@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from phantom_factories import FRACTURES
+
 from vfq.phantoms import Acquisition, PhantomSpec, SpineShape, build_anatomy
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from vfq.phantoms import Fracture
 
 from vfq.genant import FractureType
 from vfq.levels import Level
+from vfq.phantoms import Fracture
 from vfq.volume import ImageGeometry
 
 #: Deformities the image-level tests measure: a crush between a wedge and a biconcave fracture.

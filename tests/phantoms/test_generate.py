@@ -7,6 +7,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
+from vfq.genant import FractureType, GenantGrade
+from vfq.keypoints import heights_mm
+from vfq.levels import Level
 from vfq.phantoms import (
     Acquisition,
     FieldOfView,
@@ -20,10 +24,6 @@ from vfq.phantoms import (
 )
 from vfq.phantoms.anatomy import GRADE_LOSS_RANGES, MAX_NORMAL_LOSS, SpineShape, build_spine, sample_fractures
 from vfq.phantoms.generate import _slice_profile
-
-from vfq.genant import FractureType, GenantGrade
-from vfq.keypoints import heights_mm
-from vfq.levels import Level
 from vfq.volume import ImageGeometry
 
 SMALL = Acquisition(spacing=(4.0, 2.0, 2.0), slice_thickness=4.0, matrix=(160, 160), noise_hu=10.0)

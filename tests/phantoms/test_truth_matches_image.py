@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from phantom_factories import FRACTURES, spine_box_geometry
 from scipy.ndimage import map_coordinates
-from vfq.phantoms import ground_truth, render
 
 from vfq.genant import genant
 from vfq.keypoints import HEIGHT_PAIRS
 from vfq.levels import Level
+from vfq.phantoms import ground_truth, render
 
 LEVELS = (Level.T9, Level.T10, Level.T11, Level.T12, Level.L1, Level.L2, Level.L3)
 PIXEL = 0.4

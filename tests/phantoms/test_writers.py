@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from vfq.phantoms import Acquisition, FieldOfView, generate, sample_spec
-from vfq.phantoms.cli import main
-from vfq.phantoms.writers import write_phantom
 
 from vfq.annotation import SpineAnnotation
 from vfq.io import read_ct
+from vfq.phantoms import Acquisition, FieldOfView, generate, sample_spec
+from vfq.phantoms.cli import main
+from vfq.phantoms.writers import write_phantom
 
 ACQUISITION = Acquisition(spacing=(2.5, 1.5, 1.5), slice_thickness=2.5, matrix=(180, 200), noise_hu=12.0)
 

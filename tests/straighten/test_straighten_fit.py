@@ -64,6 +64,22 @@ def test_ignores_a_run_of_outliers_shorter_than_the_smoothing_length() -> None:
     assert np.all(fit.robust_weights[60:66] == 0.0)
 
 
+def test_outliers_near_an_end_do_not_drag_the_free_end() -> None:
+    """Regression: two outliers among the last eight points (z = 181, 199 mm), where the curve is
+    least constrained; a least-squares start let them pull the end 9 mm off."""
+    points = _points(SPINE, noise=0.5, seed=0)
+    rng = np.random.default_rng(1000)
+    outlier = rng.random(points.shape[0]) < 0.10
+    assert outlier[-1] and outlier[-7]
+    angle = rng.uniform(0.0, 6.3, outlier.sum())
+    points[outlier, 0] += 50.0 * np.cos(angle)
+    points[outlier, 1] += 50.0 * np.sin(angle)
+    fit = fit_spine_curve_detailed(points)
+    assert SPINE.in_plane_error(fit.curve).max() < 2.0
+    assert fit.n_outliers == outlier.sum()
+    assert fit.scale_mm == pytest.approx(0.5, rel=0.3)  # the per-axis noise
+
+
 def test_without_robustness_outliers_pull_the_curve() -> None:
     """The robust weights are what saves the fit above (guards against a vacuous test)."""
     points = _points(SPINE, noise=0.5, seed=3)

@@ -11,7 +11,11 @@ cubic spline) and continues the curve linearly beyond the data. ``λ`` is derive
 length in mm, ``smoothing_mm``: the wavelength at which the smoother passes half the amplitude
 (where the data have their average density), independent of the weights' scale and the sampling.
 Outliers are handled by iteratively reweighted least squares with Tukey's bisquare on the
-in-plane residual distance, scaled by its (weighted) median absolute value.
+in-plane residual distance, scaled by its (weighted) median. The first weights come from robust
+local lines (Siegel's repeated median over a ``smoothing_mm`` window), not from a least-squares
+fit, so that a few wild points near an end of the column cannot drag the start away from the good
+ones. A run of outliers longer than about half the window, or one at the very end of the data,
+can still win (it is then indistinguishable from a bend).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class SpineFit:
         robust_weights: ``(N,)`` final Tukey weights in ``[0, 1]`` of the input points (0 = outlier;
             also 0 for points with zero input weight or outside ``z_range_mm``).
         residuals_mm: ``(N,)`` in-plane (x, y) distance (mm) of each point from the curve at its z.
-        scale_mm: robust residual scale (per-axis sigma, mm) of the last iteration.
+        scale_mm: robust residual scale (per-axis sigma, mm) of the last iteration; NaN if the
+            fit was not robust.
         n_iterations: reweighting iterations run.
     """
 
@@ -57,7 +62,8 @@ class SpineFit:
 
     @property
     def n_outliers(self) -> int:
-        """Points (with positive input weight) that the robust fit ignored entirely."""
+        """Points without weight in the final fit: outliers, and points given zero weight or lying
+        outside ``z_range_mm``."""
         return int(np.count_nonzero(self.robust_weights == 0))
 
 
@@ -114,7 +120,7 @@ def fit_spine_curve_detailed(
             Only relative values matter.
         step_mm: arc-length step (mm) of the returned curve's samples.
         smoothing_mm: wavelength (mm) that the smoother passes at half amplitude; shorter wiggles
-            are removed, longer bends kept (a 150 mm bend keeps ≈ 99 % at 50 mm).
+            are removed, longer bends kept (at 50 mm, a 150 mm wavelength keeps 99 %).
         grid_step_mm: spacing (mm) of the smoother's z grid (raised if it would exceed
             :data:`MAX_NODES` nodes).
         min_extent_mm: the points (with positive weight) must span at least this much in z.

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 SIZE_IJK = (20, 30, 20)
 SPACING_IJK = (1.0, 2.0, 1.5)
