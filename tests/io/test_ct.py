@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import vfq.io.ct as ct_module
+import vfq.io.dicom_series as dicom_series
 from vfq.errors import InconsistentSeriesError, InputError, NotCTError, UnreadableInputError
 from vfq.io.ct import read_ct
 from vfq.volume import CTVolume, ImageGeometry
@@ -495,19 +495,19 @@ def test_no_identifiers_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture
     ct = read_ct(tmp_path / "DOE_JANE")
     assert ct.array.shape == (3, 6, 7)
     assert caplog.records, "read_ct logs a summary at DEBUG"
-    assert all(record.name == "vfq.io.ct" for record in caplog.records)
+    assert all(record.name in ("vfq.io.ct", "vfq.io.dicom_series") for record in caplog.records)
     assert "DOE" not in caplog.text and UID_A not in caplog.text and "CT Body" not in caplog.text
 
 
 def test_geometry_read_by_simpleitk_is_checked_against_the_headers(tmp_path: Path) -> None:
     write_dicom_series(tmp_path, ramp_slices(3))
-    slices, _, _ = ct_module._read_headers(tmp_path)
-    ordered, step = ct_module._order_slices(slices, UID_A)
+    slices, _, _ = dicom_series._read_headers(tmp_path)
+    ordered, step = dicom_series._order_slices(slices, UID_A)
     image = sitk.ReadImage([s.path for s in ordered])
-    ct_module._check_read_geometry(image, ordered, step, UID_A)  # agrees
+    dicom_series._check_read_geometry(image, ordered, step, UID_A)  # agrees
     image.SetSpacing((0.7, 0.8, 3.0))
     with pytest.raises(InconsistentSeriesError, match=r"spacing \(0\.7, 0\.8, 3\.0\) instead of"):
-        ct_module._check_read_geometry(image, ordered, step, UID_A)
+        dicom_series._check_read_geometry(image, ordered, step, UID_A)
 
 
 # ---------------------------------------------------------------------------------------------

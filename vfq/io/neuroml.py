@@ -81,7 +81,6 @@ duplicate levels, points outside the image) always raises :class:`~vfq.errors.In
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -92,7 +91,8 @@ from typing import Any, Literal
 import numpy as np
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
-from vfq.errors import InputError, UnreadableInputError
+from vfq.errors import InputError
+from vfq.io.jsonfile import read_json
 from vfq.levels import Level
 from vfq.volume import ImageGeometry
 
@@ -163,12 +163,7 @@ def read_neuroml(
             ``incomplete="error"``) a vertebra with missing segments.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UnreadableInputError(f"cannot read the neuro-ml annotation {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise UnreadableInputError(f"{path} is not valid JSON ({e}); expected a neuro-ml annotation") from e
+    data = read_json(path, "neuro-ml annotation")
     return parse_neuroml(
         data, geometry, expert=expert, slice_order=slice_order, incomplete=incomplete, source=str(path)
     )

@@ -42,7 +42,6 @@ for scans without a centroid file; :func:`read_verse` uses it when no JSON is gi
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -55,6 +54,7 @@ import SimpleITK as sitk
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.errors import InputError, UnreadableInputError
+from vfq.io.jsonfile import read_json
 from vfq.io.sitk_bridge import geometry_of
 from vfq.levels import Level
 
@@ -115,12 +115,7 @@ def read_verse_centroids(path: str | Path) -> VerseCentroids:
         InputError: not a VerSe centroid list.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UnreadableInputError(f"cannot read the VerSe centroid file {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise UnreadableInputError(f"{path} is not valid JSON ({e}); expected a VerSe centroid file") from e
+    data = read_json(path, "VerSe centroid file")
     return parse_verse_centroids(data, source=str(path))
 
 

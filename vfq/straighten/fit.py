@@ -21,6 +21,7 @@ can still win (it is then indistinguishable from a bend).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,33 +69,13 @@ class SpineFit:
 
 
 def fit_spine_curve(
-    points_world: np.ndarray,
-    weights: np.ndarray | None = None,
-    *,
-    step_mm: float = 1.0,
-    smoothing_mm: float = 50.0,
-    grid_step_mm: float = 2.0,
-    min_extent_mm: float = 40.0,
-    z_range_mm: tuple[float, float] | None = None,
-    robust: bool = True,
-    tukey_c: float = 4.685,
-    min_scale_mm: float = 0.5,
-    max_iterations: int = 20,
+    points_world: np.ndarray, weights: np.ndarray | None = None, **options: Any
 ) -> SpineCurve:
-    """Fit a smooth spine curve through column points; see :func:`fit_spine_curve_detailed`."""
-    return fit_spine_curve_detailed(
-        points_world,
-        weights,
-        step_mm=step_mm,
-        smoothing_mm=smoothing_mm,
-        grid_step_mm=grid_step_mm,
-        min_extent_mm=min_extent_mm,
-        z_range_mm=z_range_mm,
-        robust=robust,
-        tukey_c=tukey_c,
-        min_scale_mm=min_scale_mm,
-        max_iterations=max_iterations,
-    ).curve
+    """Fit a smooth spine curve through column points.
+
+    The curve of :func:`fit_spine_curve_detailed`, which documents the arguments and ``options``.
+    """
+    return fit_spine_curve_detailed(points_world, weights, **options).curve
 
 
 def fit_spine_curve_detailed(
