@@ -327,6 +327,8 @@ def build_spine(
     )
     lateral = curve[:, 0] - (curve[0, 0] + (curve[:, 2] - curve[0, 2]) * np.tan(np.radians(shape.roll)))
 
+    # Cancellous bone HU of this patient: young dense bone ~300, severe osteoporosis below 100.
+    patient_density = rng.uniform(190, 320) * (1 - 0.65 * osteoporosis)
     vertebrae = []
     for lv, cu in zip(levels, centres_u):
         i = round(cu)
@@ -340,7 +342,7 @@ def build_spine(
             -np.sin(angle) * posterior + np.cos(angle) * left,
         )
         f = by_level.get(lv)
-        base_density = rng.uniform(170, 260) * (1 - 0.65 * osteoporosis)
+        base_density = patient_density * rng.uniform(0.92, 1.08)
         vertebrae.append(
             Vertebra(
                 level=lv,

@@ -139,8 +139,9 @@ def sample_spec(
         roll=float(rng.normal(0, 2)),
         size=float(rng.uniform(0.88, 1.12)),
     )
+    small_crop = rng.random() < 0.15  # a small reconstruction field with the spine near its edge
     if acquisition is None:
-        pixel = float(rng.uniform(0.5, 1.0))
+        pixel = float(rng.uniform(0.45, 0.6)) if small_crop else float(rng.uniform(0.5, 1.0))
         thickness = float(rng.choice([0.625, 1.0, 1.25, 2.0, 2.5, 3.0, 5.0]))
         step = thickness if rng.random() < 0.7 else thickness / 2
         acquisition = Acquisition(
@@ -161,7 +162,9 @@ def sample_spec(
             int(rng.choice(4, p=[0.35, 0.35, 0.2, 0.1]))
         ],
         acquisition=acquisition,
-        patient_offset=(float(rng.normal(0, 15)), float(rng.normal(0, 15))),
+        patient_offset=(float(rng.normal(0, 30)), float(rng.uniform(-20, 60)))
+        if small_crop
+        else (float(rng.normal(0, 15)), float(rng.normal(0, 15))),
     )
 
 
@@ -258,6 +261,8 @@ def render(
         volume = _integrate_slices(volume, weights)
         if labels is not None:
             labels = labels[np.argmax(weights, axis=1)]
+    if anatomy.spec.contrast is Contrast.DENSE:
+        _add_streaks(volume, x, y, rng)
     if acq.noise_hu > 0:
         _add_noise(volume, acq.noise_hu, np.random.default_rng([anatomy.spec.seed, 4, nz, ny, nx]))
     if acq.hu_scale != 1.0 or acq.hu_offset != 0.0:
@@ -268,6 +273,39 @@ def render(
         volume[:, ~_reconstruction_field(geometry)] = acq.outside_hu
     array = np.rint(volume, out=volume).astype(np.int16)
     return CTVolume(array=array, geometry=geometry), labels
+
+
+#: HU above which contrast-filled vessels and chambers cause streaks.
+STREAK_SOURCE_HU = 900.0
+
+
+def _add_streaks(volume: np.ndarray, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> None:
+    """Beam-hardening streaks: alternating bright and dark lines through dense contrast, in place.
+
+    Each slice holding voxels above :data:`STREAK_SOURCE_HU` gets a few lines through their centroid,
+    strength growing with the dense area, fading with distance (within 120 mm of the source).
+    """
+    angles = rng.uniform(0, np.pi, 4)
+    signs = np.array([1.0, -1.0, 1.0, -1.0]) * rng.uniform(60, 220)
+    dx = float(abs(x[1] - x[0])) if x.size > 1 else 1.0
+    reach = int(120.0 / dx)
+    for k in range(volume.shape[0]):
+        dense = volume[k] > STREAK_SOURCE_HU
+        count = int(np.count_nonzero(dense))
+        if count == 0:
+            continue
+        rows, cols = np.nonzero(dense)
+        cy, cx = int(rows.mean()), int(cols.mean())
+        window = (slice(max(cy - reach, 0), cy + reach), slice(max(cx - reach, 0), cx + reach))
+        yy = (y[window[0]] - y[cy]).astype(np.float32)[:, None]
+        xx = (x[window[1]] - x[cx]).astype(np.float32)[None, :]
+        falloff = np.exp(-np.sqrt(xx**2 + yy**2) / np.float32(90.0))
+        pattern = np.zeros(falloff.shape, dtype=np.float32)
+        for angle, sign in zip(angles + rng.normal(0, 0.02, 4), signs):
+            across = xx * np.float32(np.sin(angle)) - yy * np.float32(np.cos(angle))
+            pattern += np.float32(sign) * np.exp(-(across**2) / np.float32(2.0))
+        strength = min(1.0, count * dx * dx / 1500.0)
+        volume[k][window] += np.float32(strength) * pattern * falloff
 
 
 def _reconstruction_field(geometry: ImageGeometry) -> np.ndarray:

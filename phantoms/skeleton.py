@@ -8,6 +8,7 @@ cancellous core whose HU follows the simulated bone density.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +24,7 @@ SACRUM_LABEL = 26
 def paint_skeleton(canvas: Canvas, spine: Spine, torso: Torso, rng: np.random.Generator) -> None:
     """Paint pelvis, discs, vertebrae (body + posterior elements), ribs and sternum, in that order:
     later shapes cover earlier ones, so the bodies keep exact endplates against discs and sacrum."""
-    cortical = float(rng.uniform(450, 750))
+    cortical = float(rng.uniform(500, 1000))
     _paint_pelvis(canvas, spine, torso, cortical, rng)
     column = (*spine.vertebrae, spine.sacrum)
     for upper, lower in itertools.pairwise(column):
@@ -34,8 +35,8 @@ def paint_skeleton(canvas: Canvas, spine: Spine, torso: Torso, rng: np.random.Ge
         if v.level in RIB_LEVELS:
             for side in (-1.0, 1.0):
                 _paint_rib(canvas, v, side, torso, shell_hu, rng)
-        _paint_body(canvas, v, shell_hu, label=v.level.verse_label)
-    _paint_body(canvas, spine.sacrum, cortical * 0.8, label=SACRUM_LABEL)
+        _paint_body(canvas, v, shell_hu, _Trabecular.sample(rng), label=v.level.verse_label)
+    _paint_body(canvas, spine.sacrum, cortical * 0.8, _Trabecular.sample(rng), label=SACRUM_LABEL)
     _paint_sternum(canvas, spine, torso, cortical)
 
 
@@ -48,7 +49,35 @@ def _local_coordinates(v: Vertebra, X: np.ndarray, Y: np.ndarray, Z: np.ndarray)
     return u, a, l
 
 
-def _paint_body(canvas: Canvas, v: Vertebra, shell_hu: float, label: int) -> None:
+@dataclass(frozen=True)
+class _Trabecular:
+    """Texture of cancellous bone: two crossed fine waves and one coarse one (relative HU change)."""
+
+    waves: np.ndarray  # (3, 3) wave vectors, rad/mm
+    phases: np.ndarray  # (3,)
+    amplitude: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator) -> _Trabecular:
+        directions = rng.normal(size=(3, 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        periods = np.array([rng.uniform(2.0, 3.5), rng.uniform(2.0, 3.5), rng.uniform(6.0, 12.0)])
+        return cls(
+            (directions * (2 * np.pi / periods)[:, None]).astype(np.float32),
+            rng.uniform(0, 2 * np.pi, 3).astype(np.float32),
+            float(rng.uniform(0.12, 0.3)),
+        )
+
+    def __call__(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        k, p = self.waves, self.phases
+        fine = np.cos(X * k[0, 0] + Y * k[0, 1] + Z * k[0, 2] + p[0]) * np.cos(
+            X * k[1, 0] + Y * k[1, 1] + Z * k[1, 2] + p[1]
+        )
+        coarse = np.cos(X * k[2, 0] + Y * k[2, 1] + Z * k[2, 2] + p[2])
+        return np.float32(self.amplitude) * (0.7 * fine + 0.3 * coarse)
+
+
+def _paint_body(canvas: Canvas, v: Vertebra, shell_hu: float, texture: _Trabecular, label: int) -> None:
     r, rl = v.depth / 2, v.width / 2
     shell = 1.0 if v.density > 120 else 0.7  # osteoporotic cortices are thinner
 
@@ -61,7 +90,8 @@ def _paint_body(canvas: Canvas, v: Vertebra, shell_hu: float, label: int) -> Non
         upper, lower = v.endplates(a, l)
         d = np.maximum(d_radial, np.maximum(u - upper, lower - u).astype(np.float32))
         weight = np.clip(d * np.float32(1 / shell) + 1, 0, 1)
-        return d, np.float32(v.density) + np.float32(shell_hu - v.density) * weight
+        core = np.float32(v.density) * (1 + texture(X, Y, Z))
+        return d, core + (np.float32(shell_hu) - core) * weight
 
     reach = float(np.sqrt(r**2 + rl**2 + (max(v.heights) / 2) ** 2)) + 2.0
     canvas.paint(v.center - reach, v.center + reach, shape, label=label)
