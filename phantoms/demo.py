@@ -27,7 +27,7 @@ from vfq.phantoms.anatomy import Fracture, SpineShape
 from vfq.phantoms.generate import Acquisition, FieldOfView, PhantomSpec, generate
 from vfq.phantoms.torso import Contrast
 from vfq.phantoms.writers import write_phantom
-from vfq.picture import draw_vertebrae
+from vfq.picture import straightened_overlay
 from vfq.straighten import default_grid, fit_spine_curve, straighten_sagittal, world_to_grid
 
 logger = logging.getLogger("vfq.phantoms.demo")
@@ -67,10 +67,9 @@ def run(out: Path, spec: PhantomSpec = DEMO_SPEC) -> dict:
     graded = genant(heights)
     elapsed = time.perf_counter() - start
 
-    rows = image.shape[0] - 1 - keypoints_grid[..., 0]  # superior end at the top of the picture
-    picture = draw_vertebrae(
-        image[::-1],
-        np.stack([rows, keypoints_grid[..., 1]], axis=-1),
+    picture = straightened_overlay(
+        image,
+        keypoints_grid[..., :2],
         (grid.step_s_mm, grid.spacing_v_mm),
         labels=[
             f"{v.level.value} g{g} {loss:.0%}" for v, g, loss in zip(vertebrae, graded.grade, graded.loss)

@@ -222,6 +222,7 @@ def render(
     geometry: ImageGeometry,
     acquisition: Acquisition | None = None,
     with_labels: bool = False,
+    include_skeleton: bool = True,
 ) -> tuple[CTVolume, np.ndarray | None]:
     """Render the anatomy on an axis-aligned grid: int16 HU volume and optional label map.
 
@@ -231,6 +232,9 @@ def render(
         acquisition: slice thickness, noise, calibration and reconstruction field; by default the
             spec's (its spacing and matrix are ignored here: the grid is ``geometry``).
         with_labels: also return the vertebra label map (int16, VerSe labels).
+        include_skeleton: paint the bones (column, pelvis, ribs, sternum); ``False`` renders the
+            same patient without any skeleton, a "no spine" negative for the localizer (its
+            ground truth then holds no visible vertebra, whatever :func:`ground_truth` says).
     """
     if not np.allclose(geometry.direction, np.eye(3)):
         raise ValueError("phantoms render on axis-aligned LPS grids (identity direction)")
@@ -254,7 +258,8 @@ def render(
     paint_body(canvas, anatomy.torso)
     paint_table(canvas, anatomy.torso, rng)
     paint_organs(canvas, anatomy.spine, anatomy.torso, anatomy.spec.contrast, rng)
-    paint_skeleton(canvas, anatomy.spine, anatomy.torso, rng)
+    if include_skeleton:
+        paint_skeleton(canvas, anatomy.spine, anatomy.torso, rng)
 
     volume, labels = canvas.volume, canvas.labels
     if weights is not None:

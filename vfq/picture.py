@@ -60,3 +60,23 @@ def draw_vertebrae(
             anchor_y = float(np.mean([y for _, y in xy])) - 5
             draw.text((anchor_x, anchor_y), labels[i], fill=colour)
     return picture
+
+
+def straightened_overlay(
+    sagittal_hu: np.ndarray,
+    keypoints_sagittal: np.ndarray,
+    pixel_size: tuple[float, float],
+    labels: Sequence[str] = (),
+    grades: Sequence[int] = (),
+) -> Image.Image:
+    """The straightened image the detector saw, head up, with vertebrae drawn on it.
+
+    Args:
+        sagittal_hu: ``(n_s, n_v)`` HU, row 0 the inferior end (as :mod:`vfq.straighten` makes it).
+        keypoints_sagittal: ``(N, 6, 2)`` pixels ``(i_s, i_v)`` of that image.
+        pixel_size: ``(s, v)`` pixel size in mm.
+        labels, grades: per vertebra, as in :func:`draw_vertebrae`.
+    """
+    rows = sagittal_hu.shape[0] - 1 - np.asarray(keypoints_sagittal, dtype=np.float64)[..., 0]
+    flipped = np.stack([rows, np.asarray(keypoints_sagittal, dtype=np.float64)[..., 1]], axis=-1)
+    return draw_vertebrae(sagittal_hu[::-1], flipped, pixel_size, labels, grades)

@@ -1,0 +1,1 @@
+"""The networks of vfq: definitions, training on phantoms and real annotations, ONNX export."""

@@ -1,0 +1,322 @@
+"""Step 5: detector targets ↔ decoding round trip, level consistency, duplicates, quantification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vfq.detection import (
+    DetectorTargets,
+    assign_levels,
+    cell_centers,
+    decode,
+    encode_targets,
+    quantify,
+    vertebrae_to_world,
+)
+from vfq.errors import InputError
+from vfq.genant import genant
+from vfq.levels import Level
+from vfq.straighten import SpineCurve, StraightenedGrid
+from vfq.tensors import (
+    DETECTOR_LEVEL_CLASSES,
+    DETECTOR_MULTIPLE,
+    DETECTOR_OFFSET_CHANNELS,
+    DETECTOR_STRIDE,
+    DETECTOR_WIDTH_PX,
+)
+from vfq.volume import ImageGeometry
+
+N_CLASSES = len(DETECTOR_LEVEL_CLASSES)
+
+
+def _stack(rng: np.random.Generator, n: int, margin: float = 12.0) -> tuple[np.ndarray, int]:
+    """``n`` vertebral bodies ``(n, 6, 2)`` detector pixels stacked inferior→superior, and the image rows.
+
+    Bodies 15–30 mm tall (posterior), 25–40 mm deep, wedge (anterior) and biconcave (middle) losses up
+    to 40 %, endplates tilted by a few pixels, discs 4–10 mm, the column wandering a little in v.
+    """
+    bodies = []
+    s = margin
+    for _ in range(n):
+        hp = rng.uniform(15, 30)
+        ha = hp * rng.uniform(0.6, 1.0)
+        hm = hp * rng.uniform(0.7, 1.0)
+        depth = rng.uniform(25, 40)
+        vc = DETECTOR_WIDTH_PX / 2 + rng.uniform(-6, 6)
+        va, vm, vp = vc - depth / 2, vc + rng.uniform(-1, 1), vc + depth / 2
+        tilt = rng.uniform(-2, 2)
+        lower = s + np.array([tilt, tilt / 2, 0.0]) + rng.uniform(-0.5, 0.5, 3)
+        lower -= lower.min() - s
+        upper = lower + np.array([ha, hm, hp])
+        bodies.append(
+            [[upper[0], va], [upper[1], vm], [upper[2], vp], [lower[0], va], [lower[1], vm], [lower[2], vp]]
+        )
+        s = upper.max() + rng.uniform(4, 10)
+    rows = int(np.ceil((s + margin) / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE)
+    return np.array(bodies), rows
+
+
+def _one_hot_logits(targets: DetectorTargets, strength: float = 10.0) -> np.ndarray:
+    classes = np.arange(N_CLASSES)[:, None, None]
+    return (targets.levels[None] == classes).astype(np.float32) * strength
+
+
+# ---------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_round_trip_recovers_keypoints_and_levels(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 19))
+    keypoints, rows = _stack(rng, n)
+    first = int(rng.integers(n - 1, N_CLASSES))  # class of the most inferior body
+    levels = first - np.arange(n)
+    targets = encode_targets(keypoints, levels, np.ones(n, bool), (rows, DETECTOR_WIDTH_PX))
+    detections = decode(targets.heatmap[None], targets.offsets[None], _one_hot_logits(targets)[None])
+    assert len(detections) == n
+    assert np.abs(detections.keypoints_sv - keypoints).max() < 0.01
+    np.testing.assert_array_equal(detections.levels, levels)
+    assert detections.level_labels[0] is DETECTOR_LEVEL_CLASSES[first]
+    np.testing.assert_allclose(detections.scores, 1.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_partial_bodies_are_ignored_not_negative(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    keypoints, rows = _stack(rng, 8)
+    keypoints = keypoints - np.array([keypoints[0, :, 0].mean(), 0.0])  # bottom body centred on row 0
+    valid = np.ones(8, bool)
+    valid[0] = False
+    keypoints[-1, :3, 0] = np.nan  # the top body's upper endplate is unknown
+    valid[-1] = False
+    levels = np.arange(8)[::-1] + 3
+    levels[2] = -1  # unknown level
+    targets = encode_targets(keypoints, levels, valid, (rows, DETECTOR_WIDTH_PX))
+    peak = targets.peak_cells
+    assert targets.heatmap[0, peak[0, 0], peak[0, 1]] < 1e-6  # no positive
+    assert targets.heatmap_weight[0, peak[0, 0], peak[0, 1]] == 0.0
+    assert (peak[-1] == -1).all()
+    for k in range(1, 7):
+        assert targets.heatmap[0, peak[k, 0], peak[k, 1]] == 1.0
+        assert targets.heatmap_weight[0, peak[k, 0], peak[k, 1]] == 1.0
+        assert targets.regression_mask[0, peak[k, 0], peak[k, 1]] == 1.0
+    assert targets.regression_mask.sum() <= 6 * 9
+    assert (targets.levels[targets.regression_mask[0] == 0] == -1).all()
+    assert (targets.levels[peak[2, 0] - 1 : peak[2, 0] + 2, peak[2, 1] - 1 : peak[2, 1] + 2] == -1).all()
+    assert targets.levels[peak[3, 0], peak[3, 1]] == levels[3]
+    detections = decode(targets.heatmap, targets.offsets, _one_hot_logits(targets))
+    assert len(detections) == 6
+    assert np.abs(detections.keypoints_sv - keypoints[1:7]).max() < 0.01
+
+
+def test_offsets_channel_order_and_cell_centres() -> None:
+    keypoints, rows = _stack(np.random.default_rng(7), 3)
+    targets = encode_targets(keypoints, np.array([5, 4, 3]), np.ones(3, bool), (rows, DETECTOR_WIDTH_PX))
+    assert targets.offsets.shape == (DETECTOR_OFFSET_CHANNELS, rows // 4, DETECTOR_WIDTH_PX // 4)
+    assert targets.heatmap.shape == targets.heatmap_weight.shape == targets.regression_mask.shape
+    assert targets.levels.shape == targets.heatmap.shape[1:] and targets.levels.dtype == np.int64
+    i, j = targets.peak_cells[1]
+    cs, cv = cell_centers(rows // 4, DETECTOR_WIDTH_PX // 4)
+    assert cs[i] == i * DETECTOR_STRIDE + 1.5 and cv[j] == j * DETECTOR_STRIDE + 1.5
+    np.testing.assert_allclose(targets.offsets[0::2, i, j], keypoints[1, :, 0] - cs[i], atol=1e-5)
+    np.testing.assert_allclose(targets.offsets[1::2, i, j], keypoints[1, :, 1] - cv[j], atol=1e-5)
+    centre_cell = (keypoints[1].mean(axis=0) - 1.5) / DETECTOR_STRIDE
+    assert np.abs(centre_cell - (i, j)).max() <= 0.5
+    assert targets.heatmap[0, i + 1, j] == pytest.approx(np.exp(-0.5), rel=1e-6)
+
+
+def test_bad_targets_are_refused() -> None:
+    keypoints, rows = _stack(np.random.default_rng(8), 3)
+    with pytest.raises(InputError, match="multiples of 4"):
+        encode_targets(keypoints, np.zeros(3), np.ones(3, bool), (rows + 2, DETECTOR_WIDTH_PX))
+    with pytest.raises(InputError, match="outside the image"):
+        encode_targets(
+            keypoints + np.array([rows, 0]), np.zeros(3), np.ones(3, bool), (rows, DETECTOR_WIDTH_PX)
+        )
+    with pytest.raises(InputError, match="levels must be -1 or in"):
+        encode_targets(keypoints, np.full(3, N_CLASSES), np.ones(3, bool), (rows, DETECTOR_WIDTH_PX))
+
+
+# ---------------------------------------------------------------------- levels
+
+
+def test_level_consistency_fixes_a_mislabelled_detection() -> None:
+    rng = np.random.default_rng(11)
+    keypoints, rows = _stack(rng, 9)
+    levels = 16 - np.arange(9)  # L4 … T8
+    targets = encode_targets(keypoints, levels, np.ones(9, bool), (rows, DETECTOR_WIDTH_PX))
+    logits = _one_hot_logits(targets, strength=4.0)
+    i, j = targets.peak_cells[4]
+    logits[:, i, j] = 0.0
+    logits[2, i, j] = 9.0  # confidently wrong: T2 in the middle of a T8…L4 run
+    detections = decode(targets.heatmap, targets.offsets, logits)
+    np.testing.assert_array_equal(detections.levels, levels)
+    assert detections.level_labels[0] is Level.L4 and detections.level_labels[-1] is Level.T8
+
+
+def test_levels_are_never_duplicated_or_out_of_order() -> None:
+    rng = np.random.default_rng(12)
+    for _ in range(50):
+        n = int(rng.integers(1, 25))
+        result = assign_levels(rng.normal(scale=3.0, size=(n, N_CLASSES)))
+        known = result[result >= 0]
+        assert known.size == min(n, N_CLASSES)
+        assert (np.diff(known) == -1).all()
+        assert (np.diff(np.flatnonzero(result >= 0)) == 1).all()
+
+
+def test_more_detections_than_classes_leave_the_extra_unknown() -> None:
+    n = N_CLASSES + 2
+    truth = N_CLASSES - 1 - np.arange(n)  # L5 … C7, then two detections above C7
+    logits = np.zeros((n, N_CLASSES))
+    known = truth >= 0
+    logits[np.flatnonzero(known), truth[known]] = 5.0
+    result = assign_levels(logits)
+    expected = np.where(truth >= 0, truth, -1)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_decode_without_level_head_leaves_levels_unknown() -> None:
+    keypoints, rows = _stack(np.random.default_rng(13), 4)
+    targets = encode_targets(keypoints, np.full(4, -1), np.ones(4, bool), (rows, DETECTOR_WIDTH_PX))
+    detections = decode(targets.heatmap, targets.offsets)
+    assert len(detections) == 4
+    assert (detections.levels == -1).all()
+    assert detections.level_labels == (None,) * 4
+
+
+# ---------------------------------------------------------------------- peaks
+
+
+def test_zero_heatmap_gives_no_detection() -> None:
+    h, w = 40, DETECTOR_WIDTH_PX // 4
+    detections = decode(
+        np.zeros((1, 1, h, w), np.float32),
+        np.ones((1, DETECTOR_OFFSET_CHANNELS, h, w), np.float32),
+        np.ones((1, N_CLASSES, h, w), np.float32),
+    )
+    assert len(detections) == 0
+    assert detections.keypoints_sv.shape == (0, 6, 2)
+    assert detections.levels.shape == (0,) and detections.scores.shape == (0,)
+
+
+def test_peaks_below_min_score_are_not_vertebrae() -> None:
+    h, w = 40, 24
+    heatmap = np.zeros((h, w), np.float32)
+    heatmap[10, 12] = 0.29
+    heatmap[30, 12] = 0.31
+    detections = decode(heatmap, np.zeros((DETECTOR_OFFSET_CHANNELS, h, w), np.float32))
+    assert len(detections) == 1
+    assert tuple(detections.peak_cells[0]) == (30, 12)
+    assert detections.scores[0] == pytest.approx(0.31)
+
+
+def _body_offsets(h: int, w: int, centre_sv: tuple[float, float]) -> np.ndarray:
+    """Offsets from every cell to a 20 × 30 px box body centred on ``centre_sv``."""
+    cs, cv = centre_sv
+    upper = [[cs + 10, cv - 15], [cs + 10, cv], [cs + 10, cv + 15]]
+    lower = [[cs - 10, cv - 15], [cs - 10, cv], [cs - 10, cv + 15]]
+    box = np.array([*upper, *lower])
+    s, v = cell_centers(h, w)
+    off = np.empty((DETECTOR_OFFSET_CHANNELS, h, w), np.float32)
+    off[0::2] = box[:, 0, None, None] - s[None, :, None]
+    off[1::2] = box[:, 1, None, None] - v[None, None, :]
+    return off
+
+
+def test_duplicates_are_suppressed() -> None:
+    h, w = 40, 24
+    heatmap = np.zeros((h, w), np.float32)
+    heatmap[10, 12] = heatmap[10, 13] = 0.9  # a plateau: both cells are local maxima
+    heatmap[14, 12] = 0.7  # a second peak 16 px away pointing at the same body
+    heatmap[20, 12] = 0.8  # another body
+    offsets = _body_offsets(h, w, (41.5, 49.5))
+    other = _body_offsets(h, w, (81.5, 49.5))
+    offsets[:, 20, 12] = other[:, 20, 12]
+    detections = decode(heatmap, offsets)
+    assert len(detections) == 2
+    np.testing.assert_allclose(detections.centers_sv, [[41.5, 49.5], [81.5, 49.5]], atol=1e-5)
+    np.testing.assert_allclose(detections.scores, [0.9, 0.8], rtol=1e-6)
+    assert tuple(detections.peak_cells[0]) == (10, 12)
+
+
+def test_decode_refuses_mismatched_shapes() -> None:
+    with pytest.raises(InputError, match="offsets must have shape"):
+        decode(np.zeros((1, 1, 10, 24)), np.zeros((1, 12, 10, 23)))
+    with pytest.raises(InputError, match="level_logits must have shape"):
+        decode(np.zeros((10, 24)), np.zeros((12, 10, 24)), np.zeros((3, 10, 24)))
+
+
+# ---------------------------------------------------------------------- quantification
+
+
+def _vertical_curve() -> SpineCurve:
+    z = np.arange(-50.0, 250.0 + 1e-9, 0.5)
+    return SpineCurve.from_polyline(np.column_stack([np.full_like(z, 10.0), np.full_like(z, 20.0), z]))
+
+
+def test_quantify_on_a_straight_vertical_curve() -> None:
+    curve = _vertical_curve()
+    rng = np.random.default_rng(21)
+    keypoints, rows = _stack(rng, 6)
+    grid = StraightenedGrid(n_s=rows, n_v=DETECTOR_WIDTH_PX, n_w=5, s0_mm=30.0)
+    levels = 15 - np.arange(6)
+    targets = encode_targets(keypoints, levels, np.ones(6, bool), (rows, DETECTOR_WIDTH_PX))
+    detections = decode(targets.heatmap, targets.offsets, _one_hot_logits(targets))
+
+    assert np.abs(detections.keypoints_sv - keypoints).max() < 0.01
+    sv = detections.keypoints_sv
+    world = vertebrae_to_world(detections, grid, curve)
+    expected = np.stack(
+        [
+            np.full(sv.shape[:2], 10.0),  # x: on the slab's mid-plane, the curve's
+            20.0 + (sv[..., 1] - 47.5),  # y: posterior along v, 1 mm pixels centred on the curve
+            -50.0 + 30.0 + sv[..., 0],  # z: curve start + s0 + i_s
+        ],
+        axis=-1,
+    )
+    np.testing.assert_allclose(world, expected, atol=1e-9)
+
+    vertebrae = quantify(detections, grid, curve)
+    assert len(vertebrae) == 6
+    top_first = expected[::-1]
+    np.testing.assert_allclose(vertebrae.keypoints_world, top_first, atol=1e-9)
+    np.testing.assert_allclose(vertebrae.keypoints_sagittal, keypoints[::-1], atol=0.01)
+    sagittal_heights = np.linalg.norm(keypoints[:, :3] - keypoints[:, 3:], axis=-1)[::-1]  # 1 mm pixels
+    np.testing.assert_allclose(vertebrae.heights_mm, sagittal_heights, atol=0.02)
+    reference = genant(vertebrae.heights_mm)
+    np.testing.assert_allclose(vertebrae.loss, reference.loss)
+    np.testing.assert_array_equal(vertebrae.grade, reference.grade)
+    np.testing.assert_array_equal(vertebrae.level, levels[::-1])
+    assert vertebrae.levels[0] is DETECTOR_LEVEL_CLASSES[10] and vertebrae.levels[-1] is Level.L3
+    np.testing.assert_allclose(vertebrae.detection_score, 1.0)
+
+    ct = ImageGeometry(shape=(300, 100, 100), spacing=(1.0, 0.5, 0.5), origin=(-15.0, -5.0, -50.0))
+    voxel = vertebrae.keypoints_voxel(ct)
+    np.testing.assert_allclose(voxel[..., 0], top_first[..., 2] + 50.0, atol=1e-6)
+    np.testing.assert_allclose(voxel[..., 1], (top_first[..., 1] + 5.0) / 0.5, atol=1e-6)
+    np.testing.assert_allclose(voxel[..., 2], (top_first[..., 0] + 15.0) / 0.5, atol=1e-6)
+
+
+def test_quantify_drops_detections_in_the_padding_and_handles_none() -> None:
+    curve = _vertical_curve()
+    keypoints, rows = _stack(np.random.default_rng(22), 5)
+    targets = encode_targets(keypoints, np.full(5, -1), np.ones(5, bool), (rows, DETECTOR_WIDTH_PX))
+    detections = decode(targets.heatmap, targets.offsets)
+    centre_s = detections.centers_sv[:, 0]
+    n_s = int(np.floor((centre_s[3] + centre_s[4]) / 2))  # the top body's centre lies in the padding
+    grid = StraightenedGrid(n_s=n_s, n_v=DETECTOR_WIDTH_PX, n_w=5)
+    vertebrae = quantify(detections, grid, curve)
+    assert len(vertebrae) == 4
+    np.testing.assert_allclose(vertebrae.keypoints_sagittal, keypoints[3::-1], atol=0.01)
+
+    empty = decode(np.zeros((10, 24)), np.zeros((12, 10, 24)))
+    nothing = quantify(empty, grid, curve)
+    assert len(nothing) == 0 and nothing.keypoints_world.shape == (0, 6, 3)
+
+
+def test_exported_members() -> None:
+    import vfq.detection as module
+
+    assert all(hasattr(module, name) for name in module.__all__)

@@ -1,0 +1,36 @@
+"""Running an exported network with ONNX Runtime on the CPU (the embedded deployment and the
+offline pipeline). ``onnxruntime`` is imported only when a runner is built."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class OnnxRunner:
+    """One ONNX model, one session, built once; calling it runs the network.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: intra-op threads (the CPU cores this model may use).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:
+        """The outputs, in the model's output order, for one float32 input tensor."""
+        return self.session.run(
+            self.output_names, {self.input_name: np.ascontiguousarray(tensor, np.float32)}
+        )
