@@ -53,6 +53,7 @@ from vfq.export.localizer_data import (
     augment_localizer,
     make_localizer_sample,
 )
+from vfq.phantoms import sample_spec
 
 __all__ = [
     "KINDS",
@@ -76,6 +77,8 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("localizer", "detector")
 MANIFEST = "manifest.json"
+#: Default share of phantoms with fractures (that of :func:`vfq.phantoms.sample_spec`).
+FRACTURE_PROBABILITY = 0.6
 
 
 def sample_path(folder: str | Path, kind: str, seed: int) -> Path:
@@ -89,6 +92,7 @@ def build_cache(
     folder: str | Path,
     workers: int = 2,
     faithful: bool = False,
+    fracture_probability: float = FRACTURE_PROBABILITY,
 ) -> dict[str, Any]:
     """Generate the samples of ``seeds`` into ``folder`` (skipping those already there) and write
     the manifest.
@@ -99,6 +103,8 @@ def build_cache(
         folder: the cache folder (created); one kind and one localizer path per folder.
         workers: processes generating samples (``<= 1``: in this process).
         faithful: localizer only: full-resolution render + the server's preprocessing.
+        fracture_probability: detector only: share of phantoms with fractures
+            (:func:`vfq.phantoms.sample_spec`); recorded in each sample's info.
 
     Returns:
         The manifest (also written to ``folder/manifest.json``).
@@ -126,11 +132,16 @@ def build_cache(
         logger.info("caching %d %s samples in %s (%d workers)", len(todo), kind, folder, workers)
         if workers <= 1:
             for seed in todo:
-                _write_sample(kind, seed, str(folder), faithful)
+                _write_sample(kind, seed, str(folder), faithful, fracture_probability)
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for _ in pool.map(
-                    _write_sample, [kind] * len(todo), todo, [str(folder)] * len(todo), [faithful] * len(todo)
+                    _write_sample,
+                    [kind] * len(todo),
+                    todo,
+                    [str(folder)] * len(todo),
+                    [faithful] * len(todo),
+                    [fracture_probability] * len(todo),
                 ):
                     pass
     manifest = _rebuild_manifest(folder, kind, path_name)
@@ -143,7 +154,7 @@ def build_cache(
     return manifest
 
 
-def _write_sample(kind: str, seed: int, folder: str, faithful: bool) -> None:
+def _write_sample(kind: str, seed: int, folder: str, faithful: bool, fracture_probability: float) -> None:
     """Generate one sample and write it atomically (module-level: runs in worker processes)."""
     target = sample_path(folder, kind, seed)
     if kind == "localizer":
@@ -158,8 +169,8 @@ def _write_sample(kind: str, seed: int, folder: str, faithful: bool) -> None:
             "origin": np.array(s.geometry.origin),
         }
     else:
-        d = make_detector_sample(seed)
-        info = d.info
+        d = make_detector_sample(seed, spec=sample_spec(seed, fracture_probability=fracture_probability))
+        info = {**d.info, "fracture_probability": fracture_probability}
         arrays = {
             "image": d.image.astype(np.float16),
             "n_s": np.array(d.n_s),
@@ -335,10 +346,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0:300", help="start:stop (Python range), default 0:300")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--faithful", action="store_true", help="localizer: full-resolution render")
+    parser.add_argument(
+        "--fracture-probability",
+        type=float,
+        default=FRACTURE_PROBABILITY,
+        help=f"detector: share of phantoms with fractures (default {FRACTURE_PROBABILITY})",
+    )
     args = parser.parse_args(argv)
     start, _, stop = args.seeds.partition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    manifest = build_cache(args.kind, range(int(start), int(stop)), args.folder, args.workers, args.faithful)
+    manifest = build_cache(
+        args.kind,
+        range(int(start), int(stop)),
+        args.folder,
+        args.workers,
+        args.faithful,
+        args.fracture_probability,
+    )
     logger.info(
         "%s: %d samples, %s s per sample", args.folder, manifest["count"], manifest["seconds_per_sample"]
     )

@@ -55,6 +55,7 @@ from vfq.errors import InputError, VfqError
 __all__ = [
     "ARCHITECTURES",
     "HEATMAP_PRIOR_BIAS",
+    "TUBE_PRIOR_BIAS",
     "TYPICAL_DETECTOR_INPUT",
     "TYPICAL_LOCALIZER_INPUT",
     "Checkpoint",
@@ -73,6 +74,9 @@ __all__ = [
 
 #: CenterNet's prior: the heatmap head starts at sigmoid(bias) = 0.1 everywhere.
 HEATMAP_PRIOR_BIAS = -math.log((1.0 - 0.1) / 0.1)
+#: The spine tube fills about 1 % of a scan: the localizer head starts at sigmoid(bias) ≈ 0.018.
+#: Starting at 0.5 instead, 22 minutes of training learnt a constant (measured).
+TUBE_PRIOR_BIAS = -4.0
 
 
 def localizer_input_shape(
@@ -179,6 +183,7 @@ class SpineLocalizer(nn.Module):
                 nn.Sequential(_conv_bn_relu(3, 2 * fine, fine), _conv_bn_relu(3, fine, fine))
             )
         self.head = nn.Conv3d(ch[0], 1, 1)
+        nn.init.constant_(self.head.bias, TUBE_PRIOR_BIAS)
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 1, Z, Y, X]`` (before the sigmoid) of the input ``[B, 1, Z, Y, X]``."""

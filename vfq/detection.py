@@ -433,8 +433,9 @@ def quantify(
 ) -> Vertebrae:
     """Keypoints into the patient, heights in mm and the Genant grade of each detection.
 
-    Detections whose body centre lies outside the straightened image (in the padding rows) and
-    bodies whose posterior height is below :data:`MIN_POSTERIOR_HEIGHT_MM` are dropped; the rest
+    Detections with a keypoint outside the straightened image (a body cut by the scan's first or
+    last slice, or one in the padding rows: its heights cannot be measured) and bodies whose
+    posterior height is below :data:`MIN_POSTERIOR_HEIGHT_MM` are dropped; the rest
     are the neighbours of one another in the Genant crush term, in their order along the spine.
 
     Args:
@@ -446,7 +447,9 @@ def quantify(
     centre_s = sagittal.mean(axis=1)[:, 0] if len(detections) else np.zeros(0)
     world = vertebrae_to_world(detections, grid, curve, pad_s_before=pad_s_before)
     heights = heights_mm(world) if len(detections) else np.zeros((0, 3))
-    keep = (centre_s >= -0.5) & (centre_s <= grid.n_s - 0.5) & (heights[:, 2] >= MIN_POSTERIOR_HEIGHT_MM)
+    rows = sagittal[..., 0] if len(detections) else np.zeros((0, NUM_KEYPOINTS))
+    whole = ((rows >= -0.5) & (rows <= grid.n_s - 0.5)).all(axis=1)  # not cut by the scan's ends
+    keep = whole & (heights[:, 2] >= MIN_POSTERIOR_HEIGHT_MM)
     order = np.flatnonzero(keep)[::-1]  # detections run inferior → superior; vertebrae superior first
     heights = heights[order]
     result = genant(heights)

@@ -70,3 +70,17 @@ def test_training_run_resumes_and_saves_loadable_weights(caches, tmp_path, caplo
     checkpoint = load_checkpoint(second)
     assert isinstance(checkpoint.model, VertebraDetector)
     assert checkpoint.extra["steps"] == 4
+
+
+def test_localizer_learns_the_tube_of_one_batch(caches):
+    """Overfitting one batch separates tube from background (a constant output fails this)."""
+    torch.set_num_threads(2)
+    data = LocalizerDataset(caches / "localizer", augmentation=LocalizerAugmentation(crop=(32, 32, 32)))
+    batch = default_collate([data[0], data[1]])
+    model = SpineLocalizer()
+    _descend(model, lambda m: localizer_loss(m(batch["image"]), batch["target"]), steps=60)
+    model.eval()
+    with torch.no_grad():
+        p = model(batch["image"])
+    target = batch["target"]
+    assert p[target > 0.5].mean() > 0.5 > 0.1 > p[target < 0.01].mean()
