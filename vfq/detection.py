@@ -444,7 +444,6 @@ def quantify(
         pad_s_before: rows of padding before the image in the detector input.
     """
     sagittal = detections.keypoints_sv - np.array([float(pad_s_before), 0.0])
-    centre_s = sagittal.mean(axis=1)[:, 0] if len(detections) else np.zeros(0)
     world = vertebrae_to_world(detections, grid, curve, pad_s_before=pad_s_before)
     heights = heights_mm(world) if len(detections) else np.zeros((0, 3))
     rows = sagittal[..., 0] if len(detections) else np.zeros((0, NUM_KEYPOINTS))
