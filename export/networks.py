@@ -142,6 +142,11 @@ class LocalizerConfig:
     channels: tuple[int, ...] = (8, 16, 32, 64)
 
 
+def _normalisation_contract() -> dict[str, Any]:
+    """The HU normalisation both networks share (part of their contracts)."""
+    return {"HU_CLIP": list(tensors.HU_CLIP), "HU_SCALE": tensors.HU_SCALE, "AIR_INPUT": tensors.AIR_INPUT}
+
+
 class SpineLocalizer(nn.Module):
     """3D U-Net that maps the coarse CT to the spine-tube probability (:mod:`vfq.tensors`).
 
@@ -206,9 +211,7 @@ class SpineLocalizer(nn.Module):
     def contract(cls) -> dict[str, Any]:
         """The :mod:`vfq.tensors` constants this network was built and trained for (JSON types)."""
         return {
-            "HU_CLIP": list(tensors.HU_CLIP),
-            "HU_SCALE": tensors.HU_SCALE,
-            "AIR_INPUT": tensors.AIR_INPUT,
+            **_normalisation_contract(),
             "LOCALIZER_INPUT": tensors.LOCALIZER_INPUT,
             "LOCALIZER_OUTPUT": tensors.LOCALIZER_OUTPUT,
             "LOCALIZER_SPACING_MM": tensors.LOCALIZER_SPACING_MM,
@@ -317,9 +320,7 @@ class VertebraDetector(nn.Module):
     def contract(cls) -> dict[str, Any]:
         """The :mod:`vfq.tensors` constants this network was built and trained for (JSON types)."""
         return {
-            "HU_CLIP": list(tensors.HU_CLIP),
-            "HU_SCALE": tensors.HU_SCALE,
-            "AIR_INPUT": tensors.AIR_INPUT,
+            **_normalisation_contract(),
             "DETECTOR_INPUT": tensors.DETECTOR_INPUT,
             "DETECTOR_HEATMAP": tensors.DETECTOR_HEATMAP,
             "DETECTOR_OFFSETS": tensors.DETECTOR_OFFSETS,

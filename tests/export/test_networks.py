@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -33,15 +32,6 @@ from vfq.export.networks import (
     localizer_input_shape,
     save_checkpoint,
 )
-
-
-@pytest.fixture(autouse=True)
-def _two_threads() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
 
 # --- shapes and ranges ------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@ operators and types that TensorRT 10 parses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +29,6 @@ from vfq.export.trt_ops import (
     tensorrt_problems,
     unsupported_ops,
 )
-
-
-@pytest.fixture(autouse=True)
-def _two_threads() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
