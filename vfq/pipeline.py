@@ -20,8 +20,9 @@ import numpy as np
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.detection import Vertebrae, decode, quantify
-from vfq.preprocess import spine_curve_from_heatmap, to_detector_input, to_localizer_grid
+from vfq.preprocess import MIN_SPINE_EXTENT_MM, spine_curve_from_heatmap, to_detector_input, to_localizer_grid
 from vfq.straighten import SpineCurve
+from vfq.tensors import LOCALIZER_MIN_PEAK
 from vfq.volume import CTVolume
 
 LocalizerFn = Callable[[np.ndarray], np.ndarray]
@@ -29,6 +30,9 @@ DetectorFn = Callable[[np.ndarray], Sequence[np.ndarray]]
 
 #: Reasons a study cannot be assessed (``Analysis.not_assessable``).
 NO_SPINE = "no spine found: the localizer saw no vertebral column in this scan"
+SPINE_TOO_SHORT = (
+    f"the scan covers less than {MIN_SPINE_EXTENT_MM:g} mm of the spine: too short to straighten and grade"
+)
 NO_VERTEBRAE = "no vertebral body detected along the spine"
 
 
@@ -85,7 +89,8 @@ def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analy
     curve = spine_curve_from_heatmap(heatmap.reshape(heatmap.shape[-3:]), coarse.grid)
     if curve is None:
         lap("curve")
-        return Analysis(Vertebrae.empty(), None, None, NO_SPINE, seconds)
+        reason = SPINE_TOO_SHORT if float(heatmap.max()) >= LOCALIZER_MIN_PEAK else NO_SPINE
+        return Analysis(Vertebrae.empty(), None, None, reason, seconds)
     sagittal = to_detector_input(ct, curve)
     lap("straighten")
     outputs = detector(sagittal.tensor)
