@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from vfq.detection import DetectorTargets, encode_targets
+from vfq.detection import DetectorTargets, classes_of_levels, encode_targets
 from vfq.export.localizer_data import _axis_map, centre_line, normalise_hu
 from vfq.phantoms import PhantomSpec, build_anatomy, field_of_view_geometry, ground_truth, render, sample_spec
 from vfq.preprocess import MIN_SPINE_EXTENT_MM, localizer_grid, to_detector_input
 from vfq.straighten import SpineCurve, fit_spine_curve, world_to_grid
-from vfq.tensors import AIR_INPUT, DETECTOR_LEVEL_CLASSES, DETECTOR_MULTIPLE, HU_SCALE, LOCALIZER_SPACING_MM
+from vfq.tensors import AIR_INPUT, DETECTOR_MULTIPLE, HU_SCALE, LOCALIZER_SPACING_MM
 from vfq.volume import ImageGeometry
 
 #: In-plane margin (mm) of the rendered grid around the truth curve's x/y range.
@@ -149,8 +149,7 @@ def make_detector_sample(
     kp_world = scan.voxel_to_world(np.stack([v.keypoints for v in truth.vertebrae]))
     sv = world_to_grid(curve, det.grid, kp_world)[..., :2]
     sv[..., 0] += det.pad_s[0]
-    classes = {level: k for k, level in enumerate(DETECTOR_LEVEL_CLASSES)}
-    levels = np.array([classes.get(v.level, -1) for v in truth.vertebrae], dtype=np.int64)
+    levels = classes_of_levels([v.level for v in truth.vertebrae])
     inside = keypoints_inside(sv, (det.grid.n_s, det.grid.n_v))
     in_view = np.array([v.fully_in_view for v in truth.vertebrae], dtype=bool)
     valid = (levels >= 0) & in_view & inside

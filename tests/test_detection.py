@@ -320,3 +320,12 @@ def test_exported_members() -> None:
     import vfq.detection as module
 
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_level_classes_round_trip_and_unclassed_levels():
+    from vfq.detection import classes_of_levels, levels_of_classes
+
+    levels = [Level.C7, Level.T12, Level.L5, Level.C5, Level.S1, None]
+    classes = classes_of_levels(levels)
+    assert classes.tolist() == [0, 12, 17, -1, -1, -1]
+    assert levels_of_classes(classes) == (Level.C7, Level.T12, Level.L5, None, None, None)

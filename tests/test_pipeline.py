@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfq.detection import encode_targets
+from vfq.detection import classes_of_levels, encode_targets
 from vfq.export.localizer_data import centre_line, tube_target
 from vfq.genant import FractureType
 from vfq.levels import Level
@@ -49,8 +49,7 @@ def _oracles(phantom):
         assert sagittal.tensor.shape == tensor.shape
         world = ct.geometry.voxel_to_world(np.stack([v.keypoints for v in truth.vertebrae]))
         sv = world_to_grid(curve, sagittal.grid, world)[..., :2]
-        classes = {level: k for k, level in enumerate(DETECTOR_LEVEL_CLASSES)}
-        levels = np.array([classes.get(v.level, -1) for v in truth.vertebrae])
+        levels = classes_of_levels([v.level for v in truth.vertebrae])
         valid = (levels >= 0) & np.array([v.fully_in_view for v in truth.vertebrae])
         targets = encode_targets(sv, levels, valid, tensor.shape[-2:])
         logits = np.zeros((len(DETECTOR_LEVEL_CLASSES), *targets.levels.shape), np.float32)

@@ -22,6 +22,7 @@ Level classes are indices into ``DETECTOR_LEVEL_CLASSES`` (C7 … L5, cranio-cau
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,20 @@ DUPLICATE_DISTANCE_MM = 8.0
 MIN_POSTERIOR_HEIGHT_MM = 1.0
 
 _CELL_OFFSET = (DETECTOR_STRIDE - 1) / 2.0
+
+
+_CLASS_OF_LEVEL = {level: k for k, level in enumerate(DETECTOR_LEVEL_CLASSES)}
+
+
+def classes_of_levels(levels: Sequence[Level | None]) -> np.ndarray:
+    """``(N,)`` int64 indices into ``DETECTOR_LEVEL_CLASSES``; -1 for levels the detector has no
+    class for (C1–C6, T13, L6, S1) and for ``None``."""
+    return np.array([_CLASS_OF_LEVEL.get(level, -1) for level in levels], dtype=np.int64).reshape(-1)
+
+
+def levels_of_classes(classes: np.ndarray) -> tuple[Level | None, ...]:
+    """The :class:`~vfq.levels.Level` of each class index (``None`` for -1)."""
+    return tuple(DETECTOR_LEVEL_CLASSES[i] if i >= 0 else None for i in np.asarray(classes).tolist())
 
 
 def cell_centers(n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +253,7 @@ class Detections:
     @property
     def level_labels(self) -> tuple[Level | None, ...]:
         """The levels as :class:`~vfq.levels.Level` (``None`` where unknown)."""
-        return tuple(DETECTOR_LEVEL_CLASSES[i] if i >= 0 else None for i in self.levels.tolist())
+        return levels_of_classes(self.levels)
 
 
 def _squeeze_leading(array: np.ndarray, ndim: int, name: str) -> np.ndarray:
@@ -421,7 +436,7 @@ class Vertebrae:
     @property
     def levels(self) -> tuple[Level | None, ...]:
         """The levels as :class:`~vfq.levels.Level` (``None`` where unknown)."""
-        return tuple(DETECTOR_LEVEL_CLASSES[i] if i >= 0 else None for i in self.level.tolist())
+        return levels_of_classes(self.level)
 
     def keypoints_voxel(self, geometry: ImageGeometry) -> np.ndarray:
         """``(N, 6, 3)`` voxel ``(z, y, x)`` of the keypoints in the CT of ``geometry``."""

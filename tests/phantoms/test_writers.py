@@ -73,12 +73,17 @@ def test_truth_json_round_trip(written):
     )
 
 
-def test_picture_is_written(written):
+def test_picture_is_written_with_the_vertebrae_drawn(written):
     from PIL import Image
 
-    _, files = written
+    from vfq.picture import GRADE_COLOURS
+
+    phantom, files = written
     with Image.open(files["picture"]) as picture:
-        assert picture.mode == "RGB" and picture.width > 100 and picture.height > 100
+        pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+    grades = {int(v.grade) for v in phantom.truth.vertebrae}
+    for grade in grades:  # every grade present in the truth has its outline colour in the picture
+        assert (pixels == GRADE_COLOURS[grade]).all(axis=1).sum() > 20, grade
 
 
 def test_cli_writes_several_phantoms(tmp_path, caplog):
