@@ -7,16 +7,28 @@ OUT ?= out
 
 .PHONY: setup demo test lint bench train weights evaluate clean
 
+# The embedded Triton (the tritonserver binary of the nvidia-pytriton wheel) runs the python steps with
+# this venv's interpreter; its python-backend stub needs the shared libpython of that Python version
+# (Debian: libpython3.11). The wheel is installed without its own dependency pins (DESIGN §3).
+PYTRITON := nvidia-pytriton==0.7.0
+PIP := $(BIN)/pip --quiet --disable-pip-version-check
+
 $(STAMP): pyproject.toml constraints.txt
+	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { \
+	  echo "installing the system package libpython3.11 (the embedded Triton's python backend needs it)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq libpython3.11; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,train]'
+	$(PIP) install -c constraints.txt -e '.[server,dev,train]'
+	$(PIP) install --no-deps $(PYTRITON)
 	touch $@
 
 setup: $(STAMP)
 
-## The main job: a phantom CT through the geometry core, report and pictures in $(OUT)/demo.
+## The main job: start the embedded Triton, analyse a phantom with fractures (DICOM) and a real CT
+## over gRPC, write report.json + overlay.png per study in $(OUT)/demo/results, print the tables.
 demo: $(STAMP)
-	$(BIN)/python -m vfq.phantoms.demo --out $(OUT)/demo
+	$(BIN)/vfq demo --out $(OUT)/demo
 
 ## The test suite.
 test: $(STAMP)

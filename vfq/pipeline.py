@@ -71,6 +71,12 @@ class Analysis:
         return SpineAnnotation(geometry=ct.geometry, vertebrae=vertebrae)
 
 
+def no_curve_reason(heatmap: np.ndarray) -> str:
+    """Why no spine curve came out of a localizer ``heatmap``: the column was not seen at all
+    (:data:`NO_SPINE`), or too little of it (:data:`SPINE_TOO_SHORT`)."""
+    return SPINE_TOO_SHORT if float(heatmap.max()) >= LOCALIZER_MIN_PEAK else NO_SPINE
+
+
 def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analysis:
     """Run the method on a CT (LPS, int16 HU) with the two networks."""
     seconds: dict[str, float] = {}
@@ -89,8 +95,7 @@ def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analy
     curve = spine_curve_from_heatmap(heatmap.reshape(heatmap.shape[-3:]), coarse.grid)
     if curve is None:
         lap("curve")
-        reason = SPINE_TOO_SHORT if float(heatmap.max()) >= LOCALIZER_MIN_PEAK else NO_SPINE
-        return Analysis(Vertebrae.empty(), None, None, reason, seconds)
+        return Analysis(Vertebrae.empty(), None, None, no_curve_reason(heatmap), seconds)
     sagittal = to_detector_input(ct, curve)
     lap("straighten")
     outputs = detector(sagittal.tensor)

@@ -62,3 +62,68 @@ DETECTOR_LEVEL_CLASSES: tuple[Level, ...] = STANDARD_LEVELS
 DETECTOR_OFFSET_CHANNELS = 2 * NUM_KEYPOINTS
 #: Centre-heatmap peaks below this are not vertebrae.
 DETECTOR_MIN_SCORE = 0.3
+
+# ---------------------------------------------------------------------- the served ensemble (DESIGN §3)
+#
+# The public API of the Triton model repository: one ensemble, these inputs and outputs. The client,
+# the raw-gRPC examples and the model configs (checked by the tests) all use these names.
+
+PIPELINE_MODEL = "vertebra_pipeline"
+#: The five steps of the ensemble, in order.
+PREPROCESS_MODEL = "preprocess"
+LOCALIZER_MODEL = "spine_localizer"
+STRAIGHTEN_MODEL = "straighten"
+DETECTOR_MODEL = "vertebra_detector"
+DECODER_MODEL = "keypoint_decoder"
+PIPELINE_STEPS: tuple[str, ...] = (
+    PREPROCESS_MODEL,
+    LOCALIZER_MODEL,
+    STRAIGHTEN_MODEL,
+    DETECTOR_MODEL,
+    DECODER_MODEL,
+)
+
+#: INT16 ``[Z, Y, X]``: the CT in Hounsfield units, axes ``(z, y, x)`` of an LPS volume.
+CT_INPUT = "CT"
+#: FP32 ``[3]``: voxel size ``(z, y, x)`` in mm.
+SPACING_INPUT = "SPACING"
+
+#: FP32 ``[N, 6, 3]``: the six keypoints of each vertebra (superior vertebra first), voxel
+#: ``(z, y, x)`` of the CT array that was sent.
+KEYPOINTS_OUTPUT = "KEYPOINTS"
+#: FP32 ``[N, 3]``: anterior, middle, posterior heights in mm.
+HEIGHTS_OUTPUT = "HEIGHTS"
+#: FP32 ``[N]``: the Genant relative height loss (the fracture score), ``[0, 1]``.
+FRACTURE_SCORE_OUTPUT = "FRACTURE_SCORE"
+#: INT32 ``[N]``: Genant grade 0-3.
+GENANT_GRADE_OUTPUT = "GENANT_GRADE"
+#: FP32 ``[N]``: the detector's centre-heatmap peak, ``[0, 1]``.
+DETECTION_SCORE_OUTPUT = "DETECTION_SCORE"
+#: BYTES ``[N]``: the level label (``"T12"``), empty where the level is unknown.
+LEVEL_OUTPUT = "LEVEL"
+#: FP32 ``[S, V]``: the straightened sagittal image the detector saw, in HU, row 0 inferior,
+#: columns posterior-increasing (``[0, 0]`` when the study is not assessable).
+SAGITTAL_IMAGE_OUTPUT = "SAGITTAL_IMAGE"
+#: FP32 ``[N, 6, 2]``: the keypoints as pixels ``(row, column)`` of ``SAGITTAL_IMAGE``.
+SAGITTAL_KEYPOINTS_OUTPUT = "SAGITTAL_KEYPOINTS"
+#: BYTES ``[1]``: why the study cannot be graded (no spine, too short, no vertebra), empty otherwise.
+NOT_ASSESSABLE_OUTPUT = "NOT_ASSESSABLE"
+PIPELINE_OUTPUTS: tuple[str, ...] = (
+    KEYPOINTS_OUTPUT,
+    HEIGHTS_OUTPUT,
+    FRACTURE_SCORE_OUTPUT,
+    GENANT_GRADE_OUTPUT,
+    DETECTION_SCORE_OUTPUT,
+    LEVEL_OUTPUT,
+    SAGITTAL_IMAGE_OUTPUT,
+    SAGITTAL_KEYPOINTS_OUTPUT,
+    NOT_ASSESSABLE_OUTPUT,
+)
+
+#: Internal tensors between the straighten and decoder steps: FP64 ``[K, 6]`` spine-curve samples
+#: (world LPS mm position, unit tangent) every ``step_mm``; FP64 ``[12]`` the straightened grid, the
+#: curve's step, the detector input's padding and the CT's shape (``vfq.server.steps.pack_grid``);
+#: BYTES ``[1]`` the not-assessable reason of the straighten step.
+CURVE_TENSOR = "SPINE_CURVE"
+GRID_TENSOR = "STRAIGHTENED_GRID"
+STRAIGHTEN_STATUS = "STRAIGHTEN_STATUS"

@@ -1,0 +1,391 @@
+"""The ``vfq`` command.
+
+::
+
+    vfq analyze PATH... --out DIR [--url HOST:PORT] [--timeout S] [--wait S]
+                        [--shared-memory] [--compression gzip|deflate] [--force]
+    vfq serve ...       the embedded Triton server (vfq.server.embedded)
+    vfq demo ...        the end-to-end demonstration (vfq.client.demo)
+
+``vfq analyze`` writes, for every study (a DICOM series folder or a NIfTI / NRRD / MetaImage file),
+``DIR/<study>/report.json`` (schema ``vfq-result/1``) and ``DIR/<study>/overlay.png``, or
+``DIR/<study>/error.json`` when the study fails; then ``DIR/vertebrae.csv`` over every report in DIR
+(this run's and earlier runs'). A study whose ``report.json`` exists is skipped unless ``--force``.
+The server URL is ``--url``, else the environment variable ``VFQ_URL``, else ``127.0.0.1:8001``.
+
+Exit codes:
+
+* 0 — every study was analysed (or had been before);
+* 1 — at least one study failed (its ``error.json`` says why); the others were written;
+* 2 — usage: bad arguments, an output folder that cannot be made, a command not installed;
+* 3 — the server cannot be used: unreachable, the model not ready, or shared memory refused.
+  Checked before the batch; a batch stops at once when it happens mid-way (rerun to continue);
+* 130 — interrupted (Ctrl-C); studies written so far are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vfq import __version__
+from vfq.client.connection import COMPRESSIONS, DEFAULT_URL, VfqClient
+from vfq.client.errors import ModelNotReadyError, ServerUnavailableError, SharedMemoryError
+from vfq.client.outputs import write_csv, write_error_json, write_json, write_overlay_png
+from vfq.client.results import StudyResult
+from vfq.errors import VfqError
+from vfq.io.ct import SUPPORTED_SUFFIXES
+
+__all__ = [
+    "CSV_NAME",
+    "ERROR_NAME",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SERVER",
+    "EXIT_USAGE",
+    "OVERLAY_NAME",
+    "REPORT_NAME",
+    "assign_study_names",
+    "build_parser",
+    "load_report",
+    "main",
+    "recorded_source",
+    "study_name",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SERVER = 3
+EXIT_INTERRUPTED = 130
+
+REPORT_NAME = "report.json"
+OVERLAY_NAME = "overlay.png"
+ERROR_NAME = "error.json"
+CSV_NAME = "vertebrae.csv"
+#: Environment variable naming the server when ``--url`` is not given.
+URL_VARIABLE = "VFQ_URL"
+
+#: Errors after which no further study can succeed: the batch stops with :data:`EXIT_SERVER`.
+SERVER_ERRORS = (ServerUnavailableError, ModelNotReadyError, SharedMemoryError)
+#: Commands handed over, with their remaining arguments, to another module's ``main(argv)``.
+DISPATCHED = {
+    "serve": ("vfq.server.embedded", "start the embedded Triton server with the vfq models"),
+    "demo": ("vfq.client.demo", "run the end-to-end demonstration on a phantom"),
+}
+
+EPILOG = """\
+exit codes:
+  0    every study analysed (or already done)
+  1    at least one study failed (see DIR/<study>/error.json); the others were written
+  2    usage: bad arguments, an output folder that cannot be made, a command not installed
+  3    the server cannot be used: unreachable, model not ready, or shared memory refused
+       (checked before the batch; a batch stops at once when it happens mid-way)
+  130  interrupted; studies written so far are kept
+"""
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------- study names and state
+
+
+def study_name(path: str | os.PathLike[str]) -> str:
+    """The folder name of a study in the output: the file name without its image suffix
+    (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) or the folder's name (DICOM),
+    with characters other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
+    name = Path(os.path.abspath(path)).name
+    lower = name.lower()
+    suffix = next((s for s in SUPPORTED_SUFFIXES if lower.endswith(s)), "")
+    if suffix and not Path(path).is_dir():
+        name = name[: -len(suffix)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+def recorded_source(study_dir: Path) -> str | None:
+    """The source recorded in a study folder's ``report.json`` or ``error.json``; ``None`` if neither
+    is there or readable."""
+    for name in (REPORT_NAME, ERROR_NAME):
+        try:
+            source = json.loads((study_dir / name).read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(source, str):
+            return source
+    return None
+
+
+def assign_study_names(paths: Sequence[str | os.PathLike[str]], out_dir: Path) -> list[str]:
+    """A distinct output folder name for each path (:func:`study_name`, then ``-2``, ``-3``, … on a
+    collision).
+
+    A name is taken by another path of this batch, or by a folder of ``out_dir`` whose records name
+    another source (its absolute path), so that reruns of overlapping batches find each study's own
+    folder again whatever the order of the paths.
+    """
+    taken: set[str] = set()
+    names = []
+    for path in paths:
+        base, source = study_name(path), os.path.abspath(path)
+        number = 1
+        while True:
+            candidate = base if number == 1 else f"{base}-{number}"
+            if candidate not in taken and recorded_source(out_dir / candidate) in (None, source):
+                break
+            number += 1
+        taken.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def load_report(study_dir: Path) -> StudyResult | None:
+    """The study's result from its ``report.json``, ``None`` if there is none.
+
+    Raises:
+        OSError, ValueError: the file cannot be read or does not follow schema ``vfq-result/1``.
+    """
+    path = study_dir / REPORT_NAME
+    if not path.is_file():
+        return None
+    return StudyResult.from_json_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+# ---------------------------------------------------------------------- vfq analyze
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """One line of the summary table; ``failed`` studies have no result, ``stop`` ends the batch."""
+
+    study: str
+    status: str
+    result: StudyResult | None = None
+    failed: bool = False
+    stop: bool = False
+
+    def cells(self) -> tuple[str, ...]:
+        r = self.result
+        if r is None:
+            return (self.study, "-", "-", "-", self.status)
+        return (self.study, str(len(r.vertebrae)), str(r.max_grade), f"{r.study_score:.3f}", self.status)
+
+
+def _status(result: StudyResult) -> str:
+    return "ok" if result.not_assessable is None else f"not assessable: {result.not_assessable}"
+
+
+def _print_summary(outcomes: Sequence[_Outcome]) -> None:
+    rows = [("study", "vertebrae", "max grade", "score", "status"), *(o.cells() for o in outcomes)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+
+
+def _rebuild_csv(out_dir: Path) -> Path:
+    """``DIR/vertebrae.csv`` from every readable ``DIR/*/report.json``, studies in name order."""
+    results: dict[str, StudyResult] = {}
+    for study_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        try:
+            result = load_report(study_dir)
+        except (OSError, ValueError) as e:
+            _warn(f"{study_dir / REPORT_NAME} left out of {CSV_NAME}: {e}")
+            continue
+        if result is not None:
+            results[study_dir.name] = result
+    return write_csv(results, out_dir / CSV_NAME)
+
+
+def _analyze_command(args: argparse.Namespace) -> int:
+    from tqdm import tqdm  # the progress bar is the CLI's alone
+
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _error(f"cannot make the output folder {str(out_dir)!r}: {e.strerror or e}")
+        return EXIT_USAGE
+    paths = list(dict.fromkeys(os.path.abspath(p) for p in args.paths))  # each study once
+    names = assign_study_names(paths, out_dir)
+    outcomes: dict[str, _Outcome] = {}
+    todo = []
+    for path, name in zip(paths, names):
+        try:
+            done = None if args.force else load_report(out_dir / name)
+        except (OSError, ValueError):
+            done = None  # an unreadable report is redone
+        if done is None:
+            todo.append((path, name))
+        else:
+            outcomes[name] = _Outcome(name, f"skipped ({REPORT_NAME} exists)", done)
+
+    code = EXIT_OK
+    if todo:
+        with VfqClient(
+            args.url, timeout_s=args.timeout, shared_memory=args.shared_memory, compression=args.compression
+        ) as client:
+            client.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
+            with tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None) as bar:
+                for path, name in todo:
+                    bar.set_postfix_str(name)
+                    outcome = _analyze_study(client, path, out_dir / name, name, bar.write)
+                    outcomes[name] = outcome
+                    bar.update()
+                    if outcome.failed:
+                        code = EXIT_SERVER if outcome.stop else EXIT_FAILED
+                    if outcome.stop:
+                        break
+    _rebuild_csv(out_dir)
+    _print_summary([outcomes.get(name, _Outcome(name, "not run")) for name in names])
+    return code
+
+
+def _analyze_study(
+    client: VfqClient, path: str, study_dir: Path, name: str, say: Callable[..., None]
+) -> _Outcome:
+    """Analyse one study and write its files; a failure is recorded in ``error.json`` and said."""
+    try:
+        result = client.analyze(path)
+        study_dir.mkdir(exist_ok=True)
+        write_overlay_png(result, study_dir / OVERLAY_NAME)
+        write_json(result, study_dir / REPORT_NAME)  # last: its presence marks the study done
+        (study_dir / ERROR_NAME).unlink(missing_ok=True)
+        return _Outcome(name, _status(result), result)
+    except Exception as e:  # one study's failure, whatever it is, must not end the batch
+        stop = isinstance(e, SERVER_ERRORS)
+        try:
+            study_dir.mkdir(exist_ok=True)
+            write_error_json(e, path, study_dir / ERROR_NAME)
+        except OSError as write_error:
+            _warn(f"{name}: cannot record the error in {study_dir / ERROR_NAME}: {write_error}")
+        say(f"vfq: {name}: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
+        status = f"failed{', batch stopped' if stop else ''}: {type(e).__name__}"
+        return _Outcome(name, status, failed=True, stop=stop)
+
+
+# ---------------------------------------------------------------------- the parser and main
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vfq`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="vfq",
+        description="Vertebral fracture quantification in CT, served on NVIDIA Triton.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vfq {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyse CT studies on a server; write reports, overlays and a CSV",
+        description=(
+            "Analyse CT studies on a vfq Triton server. Each PATH is a DICOM series folder or a "
+            f"{'/'.join(SUPPORTED_SUFFIXES)} file. Writes DIR/<study>/report.json and overlay.png "
+            f"(or error.json) and DIR/{CSV_NAME} over every report in DIR. Only pixels and voxel "
+            "size are sent, never patient identifiers."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="DICOM folder or image file")
+    analyze.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
+    analyze.add_argument(
+        "--url",
+        default=os.environ.get(URL_VARIABLE, DEFAULT_URL),
+        metavar="HOST:PORT",
+        help=f"the server's gRPC endpoint (default: ${URL_VARIABLE}, else {DEFAULT_URL})",
+    )
+    analyze.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="S",
+        help="limit on each study's request, in seconds (default: 120)",
+    )
+    analyze.add_argument(
+        "--wait",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="S",
+        help="how long to wait for the server and model to be ready, in seconds (default: 30)",
+    )
+    analyze.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send CTs through system shared memory (only when the server runs on this host)",
+    )
+    analyze.add_argument("--compression", choices=COMPRESSIONS, help="compress requests (costs CPU)")
+    analyze.add_argument("--force", action="store_true", help=f"redo studies whose {REPORT_NAME} exists")
+    analyze.set_defaults(run=_analyze_command)
+    for command, (_, help_text) in DISPATCHED.items():
+        commands.add_parser(command, help=help_text, add_help=False)
+    return parser
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    module_name = DISPATCHED[command][0]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        _error(f"'vfq {command}' is not available in this installation ({e}); install the extra it needs")
+        return EXIT_USAGE
+    return int(module.main(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``vfq`` command with ``argv`` (default: the process's arguments); returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="vfq: %(levelname)s: %(message)s")
+    try:
+        if args_list and args_list[0] in DISPATCHED:
+            return _dispatch(args_list[0], args_list[1:])
+        parser = build_parser()
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit as e:  # argparse has printed the usage or the help
+            return int(e.code or 0)
+        if args.command is None:
+            parser.print_usage(sys.stderr)
+            _error("a command is required (analyze, serve, demo)")
+            return EXIT_USAGE
+        return int(args.run(args))
+    except SERVER_ERRORS as e:
+        _error(_one_line(str(e)))
+        return EXIT_SERVER
+    except VfqError as e:
+        _error(_one_line(str(e)))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error(message: str) -> None:
+    print(f"vfq: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"vfq: warning: {message}", file=sys.stderr)

@@ -1,0 +1,107 @@
+"""The ensemble's python steps without a server: chained with the networks they equal the in-process
+pipeline, and a scan without a spine flows through them to a "not assessable" answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vfq.pipeline import NO_SPINE, SPINE_TOO_SHORT
+from vfq.preprocess import localizer_grid
+from vfq.server import steps
+from vfq.tensors import (
+    DETECTOR_HEATMAP,
+    DETECTOR_INPUT,
+    DETECTOR_LEVELS,
+    DETECTOR_OFFSETS,
+    GENANT_GRADE_OUTPUT,
+    HEIGHTS_OUTPUT,
+    KEYPOINTS_OUTPUT,
+    LEVEL_OUTPUT,
+    LOCALIZER_INPUT,
+    NOT_ASSESSABLE_OUTPUT,
+    PIPELINE_OUTPUTS,
+    SAGITTAL_IMAGE_OUTPUT,
+    SAGITTAL_KEYPOINTS_OUTPUT,
+    SPACING_INPUT,
+    STRAIGHTEN_STATUS,
+)
+from vfq.volume import ImageGeometry
+
+
+def run_steps(ct: np.ndarray, spacing: np.ndarray, networks) -> dict[str, np.ndarray]:
+    coarse = steps.preprocess(ct, spacing)[LOCALIZER_INPUT]
+    straightened = steps.straighten(ct, spacing, networks.localizer(coarse))
+    heatmap, offsets, logits = networks.detector(straightened[DETECTOR_INPUT])
+    return steps.decode_keypoints(
+        {
+            **straightened,
+            DETECTOR_HEATMAP: heatmap,
+            DETECTOR_OFFSETS: offsets,
+            DETECTOR_LEVELS: logits,
+            SPACING_INPUT: spacing,
+        }
+    )
+
+
+def test_chained_steps_equal_the_in_process_pipeline(phantom, in_process):
+    ct = phantom.ct
+    reference = in_process.analyze(ct)
+    outputs = run_steps(ct.array, np.float32(ct.geometry.spacing), in_process.networks)
+    assert set(outputs) == set(PIPELINE_OUTPUTS)
+    v = reference.vertebrae
+    assert len(v) == 7
+    np.testing.assert_allclose(outputs[KEYPOINTS_OUTPUT], v.keypoints_voxel(ct.geometry), atol=1e-3)
+    np.testing.assert_allclose(outputs[SAGITTAL_KEYPOINTS_OUTPUT], v.keypoints_sagittal, atol=1e-3)
+    np.testing.assert_allclose(outputs[HEIGHTS_OUTPUT], v.heights_mm, atol=1e-3)
+    np.testing.assert_array_equal(outputs[GENANT_GRADE_OUTPUT], v.grade)
+    assert [level.decode() for level in outputs[LEVEL_OUTPUT]] == [level.name for level in v.levels]
+    # The image the detector saw, back in HU: the in-process straightened image, clipped.
+    np.testing.assert_allclose(
+        outputs[SAGITTAL_IMAGE_OUTPUT], np.clip(reference.sagittal_hu, -1024, 2048), atol=0.05
+    )
+    assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [b""]
+
+
+@pytest.mark.parametrize(("peak", "reason"), [(0.0, NO_SPINE), (0.9, SPINE_TOO_SHORT)])
+def test_a_heatmap_without_a_usable_column_gives_an_empty_answer_with_the_reason(phantom, peak, reason):
+    ct = phantom.ct
+    spacing = np.float32(ct.geometry.spacing)
+    grid = localizer_grid(ct.geometry)
+    heatmap = np.zeros((1, 1, *grid.geometry.shape), np.float32)
+    heatmap[0, 0, 5, 10, 10] = peak  # one bright voxel: a spine of no length
+    straightened = steps.straighten(ct.array, spacing, heatmap)
+    assert straightened[STRAIGHTEN_STATUS].tolist() == [reason.encode()]
+    outputs = steps.decode_keypoints(
+        {
+            **straightened,
+            DETECTOR_HEATMAP: np.zeros((1, 1, 4, 24), np.float32),
+            DETECTOR_OFFSETS: np.zeros((1, 12, 4, 24), np.float32),
+            DETECTOR_LEVELS: np.zeros((1, 18, 4, 24), np.float32),
+            SPACING_INPUT: spacing,
+        }
+    )
+    assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [reason.encode()]
+    assert outputs[KEYPOINTS_OUTPUT].shape == (0, 6, 3)
+    assert outputs[SAGITTAL_IMAGE_OUTPUT].shape == (0, 0)
+
+
+def test_the_straighten_step_refuses_a_heatmap_of_another_grid(phantom):
+    ct = phantom.ct
+    with pytest.raises(Exception, match=r"SPINE_HEATMAP must have shape \[1, 1, "):
+        steps.straighten(ct.array, np.float32(ct.geometry.spacing), np.zeros((1, 1, 4, 4, 4), np.float32))
+
+
+def test_the_grid_vector_carries_the_straightened_grid_exactly(phantom, in_process):
+    from vfq.preprocess import to_detector_input
+
+    reference = in_process.analyze(phantom.ct)
+    detector_input = to_detector_input(phantom.ct, reference.curve)
+    geometry = ImageGeometry(phantom.ct.geometry.shape, phantom.ct.geometry.spacing)
+    packed = steps.pack_grid(detector_input.grid, reference.curve, geometry, 3)
+    frame = steps.unpack_frame(packed, np.array(geometry.spacing))
+    assert frame.grid == detector_input.grid
+    assert (frame.curve_step_mm, frame.pad_before, frame.ct_geometry.shape) == (1.0, 3, geometry.shape)
+    curve = steps.unpack_curve(steps.pack_curve(reference.curve), frame.curve_step_mm)
+    np.testing.assert_array_equal(curve.positions, reference.curve.positions)
+    np.testing.assert_allclose(curve.tangents, reference.curve.tangents, atol=1e-15)

@@ -1,0 +1,230 @@
+"""Triton python-backend adapters for the ``vertebra_pipeline`` steps (DESIGN §3).
+
+Each ``model_repository/<step>/1/model.py`` is one line that imports its class from here as
+``TritonPythonModel``. The adapters only move tensors: the work is done by :mod:`vfq.server.steps`
+(the geometry core) or by an ONNX Runtime session. Every request is answered on its own: a bad one
+gets ``TritonError(INVALID_ARG)`` with the reason, an unexpected failure ``INTERNAL`` with the
+exception logged, and the other requests of the batch, and the server, go on.
+
+Custom metrics (Prometheus, next to Triton's own on the metrics port):
+
+* ``vfq_step_duration_seconds{step}`` histogram: time each step spends on one request;
+* ``vfq_rejected_requests_total{step, reason}``: requests refused, by exception type;
+* ``vfq_scans_total{outcome}``: scans decoded, ``assessed`` or ``not_assessable``;
+* ``vfq_vertebrae_per_scan`` histogram: vertebrae found per assessed scan;
+* ``vfq_fractures_total{grade}``: vertebrae with Genant grade 1, 2, 3.
+
+Imports ``triton_python_backend_utils``, which exists only inside Triton's python backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from vfq.errors import InputError
+from vfq.server import steps
+from vfq.tensors import (
+    CT_INPUT,
+    CURVE_TENSOR,
+    DETECTOR_HEATMAP,
+    DETECTOR_INPUT,
+    DETECTOR_LEVELS,
+    DETECTOR_OFFSETS,
+    GENANT_GRADE_OUTPUT,
+    GRID_TENSOR,
+    LOCALIZER_OUTPUT,
+    NOT_ASSESSABLE_OUTPUT,
+    SPACING_INPUT,
+    STRAIGHTEN_STATUS,
+)
+
+#: Buckets (s) of the step-duration histogram.
+DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+#: Buckets of the vertebrae-per-scan histogram.
+VERTEBRAE_BUCKETS = [0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0]
+
+
+class PythonStep:
+    """Base of the adapters: per-request error handling and the step metrics.
+
+    Subclasses name their ``inputs`` and implement :meth:`run` (input arrays by name → output arrays
+    by name); :meth:`setup` builds what they need once.
+    """
+
+    inputs: tuple[str, ...] = ()
+
+    def initialize(self, args: dict[str, str]) -> None:
+        self.step = args["model_name"]
+        self.config = json.loads(args["model_config"])
+        self.parameters = {
+            key: value["string_value"] for key, value in self.config.get("parameters", {}).items()
+        }
+        # A MetricFamily must outlive its Metrics: the families are kept in ``self.families``.
+        self.families: list[Any] = []
+        self._duration = self._family(
+            "vfq_step_duration_seconds",
+            "Time a vertebra_pipeline python step spends on one request (s)",
+            pb_utils.MetricFamily.HISTOGRAM,
+        ).Metric(labels={"step": self.step}, buckets=DURATION_BUCKETS)
+        self._rejected = self._family(
+            "vfq_rejected_requests_total",
+            "Requests a vertebra_pipeline step refused, by reason",
+            pb_utils.MetricFamily.COUNTER,
+        )
+        self._rejected_by_reason: dict[str, Any] = {}
+        self.setup(args)
+
+    def _family(self, name: str, description: str, kind: Any) -> Any:
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self.families.append(family)
+        return family
+
+    def setup(self, args: dict[str, str]) -> None:
+        """Build what the step needs, once per model instance."""
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def execute(self, requests: Sequence[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            start = time.perf_counter()
+            try:
+                outputs = self.run(self._arrays(request))
+                response = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(name, array) for name, array in outputs.items()]
+                )
+            except InputError as error:
+                self._count_rejected(type(error).__name__)
+                response = _error_response(str(error), pb_utils.TritonError.INVALID_ARG)
+            except Exception as error:  # a bug answers this request, never takes the server down
+                self._count_rejected("InternalError")
+                pb_utils.Logger.log_error(f"{self.step}: {traceback.format_exc()}")
+                message = f"{self.step} failed: {type(error).__name__}: {error}"
+                response = _error_response(message, pb_utils.TritonError.INTERNAL)
+            self._duration.observe(time.perf_counter() - start)
+            responses.append(response)
+        return responses
+
+    def finalize(self) -> None:
+        """Nothing to release: sessions and arrays go with the process."""
+
+    def _arrays(self, request: Any) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise InputError(f"input tensor {name} is missing")
+            arrays[name] = tensor.as_numpy()
+        return arrays
+
+    def _count_rejected(self, reason: str) -> None:
+        if reason not in self._rejected_by_reason:
+            self._rejected_by_reason[reason] = self._rejected.Metric(
+                labels={"step": self.step, "reason": reason}
+            )
+        self._rejected_by_reason[reason].increment(1)
+
+
+def _error_response(message: str, code: Any) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+
+
+class PreprocessModel(PythonStep):
+    """Step 1, ``preprocess``: validate the CT, resample it to the localizer grid."""
+
+    inputs = (CT_INPUT, SPACING_INPUT)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT])
+
+
+class StraightenModel(PythonStep):
+    """Step 3, ``straighten``: fit the spine curve, straighten the CT along it."""
+
+    inputs = (CT_INPUT, SPACING_INPUT, LOCALIZER_OUTPUT)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return steps.straighten(arrays[CT_INPUT], arrays[SPACING_INPUT], arrays[LOCALIZER_OUTPUT])
+
+
+class DecoderModel(PythonStep):
+    """Step 5, ``keypoint_decoder``: vertebrae, keypoints, heights and Genant grades; scan metrics."""
+
+    inputs = (
+        DETECTOR_INPUT,
+        DETECTOR_HEATMAP,
+        DETECTOR_OFFSETS,
+        DETECTOR_LEVELS,
+        CURVE_TENSOR,
+        GRID_TENSOR,
+        STRAIGHTEN_STATUS,
+        SPACING_INPUT,
+    )
+
+    def setup(self, args: dict[str, str]) -> None:
+        scans = self._family(
+            "vfq_scans_total", "Scans decoded by vertebra_pipeline, by outcome", pb_utils.MetricFamily.COUNTER
+        )
+        self._scans = {
+            outcome: scans.Metric(labels={"outcome": outcome}) for outcome in ("assessed", "not_assessable")
+        }
+        self._vertebrae = self._family(
+            "vfq_vertebrae_per_scan", "Vertebrae found per assessed scan", pb_utils.MetricFamily.HISTOGRAM
+        ).Metric(labels={}, buckets=VERTEBRAE_BUCKETS)
+        fractures = self._family(
+            "vfq_fractures_total",
+            "Vertebrae found with a Genant grade of 1 or more, by grade",
+            pb_utils.MetricFamily.COUNTER,
+        )
+        self._fractures = {grade: fractures.Metric(labels={"grade": str(grade)}) for grade in (1, 2, 3)}
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = steps.decode_keypoints(arrays)
+        if steps.text_of(outputs[NOT_ASSESSABLE_OUTPUT]):
+            self._scans["not_assessable"].increment(1)
+        else:
+            grades = outputs[GENANT_GRADE_OUTPUT]
+            self._scans["assessed"].increment(1)
+            self._vertebrae.observe(float(grades.size))
+            for grade, metric in self._fractures.items():
+                count = int(np.count_nonzero(grades == grade))
+                if count:
+                    metric.increment(count)
+        return outputs
+
+
+class OnnxNetworkModel(PythonStep):
+    """Steps 2 and 4 on the embedded target: the network ``1/model.onnx`` on ONNX Runtime (CPU).
+
+    Config parameters: ``intra_op_threads`` (default 2). Inputs and outputs are those of the config,
+    which the ONNX file's names match (:mod:`vfq.tensors`).
+    """
+
+    def setup(self, args: dict[str, str]) -> None:
+        from vfq.runtime import OnnxRunner
+
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        threads = int(self.parameters.get("intra_op_threads", "2"))
+        self.runner = OnnxRunner(path, threads=threads)
+        self.inputs = tuple(tensor["name"] for tensor in self.config["input"])
+        self.output_names = [tensor["name"] for tensor in self.config["output"]]
+        if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
+            raise RuntimeError(
+                f"{path}: the ONNX model's tensors {[self.runner.input_name]} → {self.runner.output_names} "
+                f"differ from the config's {list(self.inputs)} → {self.output_names}"
+            )
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensor = arrays[self.inputs[0]]
+        if tensor.dtype != np.float32 or not np.isfinite(tensor).all():
+            raise InputError(f"{self.inputs[0]} must be finite float32")
+        return dict(zip(self.output_names, self.runner(tensor)))

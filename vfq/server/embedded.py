@@ -1,0 +1,270 @@
+"""The embedded Triton: the ``tritonserver`` binary of the ``nvidia-pytriton`` wheel on our repository.
+
+``vfq serve`` (and the tests, the demo and the benchmarks, through :class:`EmbeddedServer`) start it
+on the model repository with declared or free ports, wait until ``vertebra_pipeline`` is ready,
+stream the server's log, and stop it cleanly (SIGINT, then SIGKILL after the exit timeout).
+
+What the binary needs (DESIGN §3): the python backend's stub built for the interpreter that runs the
+steps — the wheel ships one per Python version, and a backend directory is assembled here with the
+stub of this interpreter — and that interpreter's shared library (Debian: ``libpython3.11``). The
+stub embeds the first ``python3`` on ``PATH``; the launcher puts this interpreter's ``bin`` first,
+so the steps import numpy, onnxruntime and vfq from this environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from vfq.errors import VfqError
+from vfq.tensors import PIPELINE_MODEL
+
+#: The repository in a source checkout (``make demo``, the tests).
+DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+#: Seconds Triton waits for in-flight requests when asked to stop.
+EXIT_TIMEOUT_S = 30
+
+
+class ServerStartError(VfqError):
+    """The embedded server could not be started (binary missing, port taken, a model failed to load)."""
+
+
+def triton_home() -> Path:
+    """The ``tritonserver`` folder inside the installed ``nvidia-pytriton`` wheel."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise ServerStartError(
+            "the embedded Triton is not installed: `pip install --no-deps nvidia-pytriton` "
+            "(`make setup` does it), and the system package libpython3.11"
+        )
+    home = Path(spec.origin).parent / "tritonserver"
+    if not (home / "bin" / "tritonserver").is_file():
+        raise ServerStartError(f"the nvidia-pytriton wheel has no tritonserver binary under {home}")
+    return home
+
+
+def build_backend_directory(home: Path, target: Path) -> Path:
+    """Assemble ``target/python``: the python backend with the stub of this interpreter."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"the embedded Triton has no python-backend stub for Python {version}")
+    python = target / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for item in (home / "backends" / "python").iterdir():
+        if item.is_file():
+            (python / item.name).symlink_to(item)
+    shutil.copy2(stub, python / stub.name)
+    return target
+
+
+def free_port() -> int:
+    """A TCP port on the loopback nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedServer:
+    """The embedded ``tritonserver`` on a model repository, as a context manager.
+
+    Args:
+        model_repository: the repository (default: the checkout's ``model_repository``).
+        grpc_port, http_port, metrics_port: ports to listen on; ``0`` picks a free one.
+        log: where the server's log goes: a path (appended), an open file, or ``None`` for a temporary
+            file (read it with :meth:`log_tail`).
+        startup_timeout_s: how long to wait for ``vertebra_pipeline`` to be ready.
+        extra_args: more ``tritonserver`` options.
+
+    Attributes after :meth:`start`: ``grpc_url`` (``host:port``), ``http_url``, ``metrics_url``.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str] | None = None,
+        *,
+        grpc_port: int = 0,
+        http_port: int = 0,
+        metrics_port: int = 0,
+        log: str | os.PathLike[str] | IO[str] | None = None,
+        startup_timeout_s: float = 180.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.model_repository = Path(model_repository or DEFAULT_REPOSITORY).resolve()
+        self.ports = {
+            "grpc": grpc_port or free_port(),
+            "http": http_port or free_port(),
+            "metrics": metrics_port or free_port(),
+        }
+        self.grpc_url = f"127.0.0.1:{self.ports['grpc']}"
+        self.http_url = f"127.0.0.1:{self.ports['http']}"
+        self.metrics_url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = tuple(extra_args)
+        self._log_target = log
+        self._log: IO[str] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self, backend_directory: Path) -> list[str]:
+        """The ``tritonserver`` command line."""
+        return [
+            str(triton_home() / "bin" / "tritonserver"),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_directory}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--grpc-port={self.ports['grpc']}",
+            f"--http-port={self.ports['http']}",
+            f"--metrics-port={self.ports['metrics']}",
+            "--allow-cpu-metrics=true",
+            "--allow-gpu-metrics=false",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """The server's environment: this interpreter first on ``PATH``, the wheel's libraries found."""
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        libs = triton_home().parents[1] / "nvidia_pytriton.libs"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
+        return env
+
+    def start(self) -> EmbeddedServer:
+        """Start the server and wait until ``vertebra_pipeline`` is ready."""
+        if not (self.model_repository / PIPELINE_MODEL / "config.pbtxt").is_file():
+            raise ServerStartError(
+                f"{self.model_repository} is not a vfq model repository (no {PIPELINE_MODEL})"
+            )
+        self._workdir = tempfile.TemporaryDirectory(prefix="vfq-triton-")
+        backends = build_backend_directory(triton_home(), Path(self._workdir.name) / "backends")
+        self._log = self._open_log()
+        self.process = subprocess.Popen(
+            self.command(backends),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.environment(),
+            cwd=self._workdir.name,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _open_log(self) -> IO[str]:
+        target = self._log_target
+        if target is None:
+            assert self._workdir is not None
+            return open(Path(self._workdir.name) / "tritonserver.log", "a+", encoding="utf-8")
+        if isinstance(target, (str, os.PathLike)):
+            return open(target, "a+", encoding="utf-8")
+        return target
+
+    def _wait_ready(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    raise ServerStartError(f"tritonserver exited while starting:\n{self.log_tail()}")
+                try:
+                    if client.is_server_ready(client_timeout=2) and client.is_model_ready(
+                        PIPELINE_MODEL, client_timeout=2
+                    ):
+                        return
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.25)
+        raise ServerStartError(
+            f"{PIPELINE_MODEL} was not ready after {self.startup_timeout_s:g} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the server's log (when it goes to a file)."""
+        if self._log is None or not hasattr(self._log, "name") or not Path(str(self._log.name)).is_file():
+            return ""
+        text = Path(str(self._log.name)).read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        """The server's whole log so far (when it goes to a file)."""
+        return self.log_tail(lines=1 << 30)
+
+    def stop(self) -> int | None:
+        """Ask the server to finish in-flight requests and exit; returns its exit code."""
+        code = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(timeout=EXIT_TIMEOUT_S + 10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            code = self.process.returncode
+        if self._log is not None and self._log is not self._log_target:
+            self._log.close()
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vfq serve``: run the embedded Triton in the foreground until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="vfq serve", description=main.__doc__)
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
+    parser.add_argument("--grpc-port", type=int, default=8001, help="0 = a free port (default 8001)")
+    parser.add_argument("--http-port", type=int, default=8000, help="0 = a free port (default 8000)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="0 = a free port (default 8002)")
+    parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds (default 180)")
+    parser.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose log level")
+    args = parser.parse_args(argv)
+    server = EmbeddedServer(
+        args.model_repository,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        log=sys.stdout,
+        startup_timeout_s=args.startup_timeout,
+        extra_args=[f"--log-verbose={args.log_verbose}"],
+    )
+    try:
+        server.start()
+        print(
+            f"vfq: {PIPELINE_MODEL} ready - gRPC {server.grpc_url}, HTTP {server.http_url}, "
+            f"metrics {server.metrics_url}; Ctrl-C stops",
+            file=sys.stderr,
+            flush=True,
+        )
+        assert server.process is not None
+        return server.process.wait()
+    except KeyboardInterrupt:
+        return server.stop() or 0
+    except ServerStartError as error:
+        print(f"vfq: error: {error}", file=sys.stderr)
+        return 3
+    finally:
+        server.stop()
