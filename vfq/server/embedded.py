@@ -86,6 +86,9 @@ class EmbeddedServer:
             file (read it with :meth:`log_tail`).
         startup_timeout_s: how long to wait for ``vertebra_pipeline`` to be ready.
         extra_args: more ``tritonserver`` options.
+        model_control: Triton's ``--model-control-mode``: ``"none"`` loads every model at start and
+            waits for ``vertebra_pipeline``; ``"explicit"`` loads nothing (models are loaded through
+            the repository API) and waits for the server only.
 
     Attributes after :meth:`start`: ``grpc_url`` (``host:port``), ``http_url``, ``metrics_url``.
     """
@@ -100,6 +103,7 @@ class EmbeddedServer:
         log: str | os.PathLike[str] | IO[str] | None = None,
         startup_timeout_s: float = 180.0,
         extra_args: Sequence[str] = (),
+        model_control: str = "none",
     ) -> None:
         self.model_repository = Path(model_repository or DEFAULT_REPOSITORY).resolve()
         self.ports = {
@@ -112,6 +116,9 @@ class EmbeddedServer:
         self.metrics_url = f"http://127.0.0.1:{self.ports['metrics']}/metrics"
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = tuple(extra_args)
+        if model_control not in ("none", "explicit"):
+            raise ValueError(f"model_control must be 'none' or 'explicit', got {model_control!r}")
+        self.model_control = model_control
         self._log_target = log
         self._log: IO[str] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -123,7 +130,7 @@ class EmbeddedServer:
             str(triton_home() / "bin" / "tritonserver"),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_directory}",
-            "--model-control-mode=none",
+            f"--model-control-mode={self.model_control}",
             "--strict-readiness=true",
             "--disable-auto-complete-config",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
@@ -184,8 +191,9 @@ class EmbeddedServer:
                 if self.process is None or self.process.poll() is not None:
                     raise ServerStartError(f"tritonserver exited while starting:\n{self.log_tail()}")
                 try:
-                    if client.is_server_ready(client_timeout=2) and client.is_model_ready(
-                        PIPELINE_MODEL, client_timeout=2
+                    if client.is_server_ready(client_timeout=2) and (
+                        self.model_control == "explicit"
+                        or client.is_model_ready(PIPELINE_MODEL, client_timeout=2)
                     ):
                         return
                 except Exception:  # not listening yet
