@@ -58,6 +58,7 @@ __all__ = [
     "CT_AIR_HU",
     "CT_BONE_HU",
     "CT_FAT_HU",
+    "MAX_EXTENT_MM",
     "MAX_SHAPE",
     "MAX_SPACING_MM",
     "MIN_AIR_FRACTION",
@@ -82,6 +83,9 @@ MAX_SHAPE: tuple[int, int, int] = (2048, 1024, 1024)
 #: Accepted voxel size: each spacing must lie in ``(MIN_SPACING_MM, MAX_SPACING_MM]``.
 MIN_SPACING_MM = 0.1
 MAX_SPACING_MM = 20.0
+#: Largest accepted extent of the scan (mm, ``(z, y, x)``, voxel count × spacing): a whole body
+#: along z, an extended field of view in plane. Every accepted CT fits the TensorRT profiles.
+MAX_EXTENT_MM: tuple[float, float, float] = (2048.0, 768.0, 768.0)
 
 #: CT plausibility (see :func:`validate_ct`): HU at or below which a voxel counts as air or lung.
 CT_AIR_HU = -500
@@ -116,7 +120,8 @@ def validate_ct(array: np.ndarray, spacing: Sequence[float] | np.ndarray) -> CTV
 
     Raises:
         InputError: not 3D, empty, fewer than 2 voxels on an axis, dtype other than int16, spacing
-            not 3 finite values in ``(0.1, 20]`` mm, or larger than :data:`MAX_SHAPE`.
+            not 3 finite values in ``(0.1, 20]`` mm, larger than :data:`MAX_SHAPE` voxels or
+            :data:`MAX_EXTENT_MM` mm.
         NotCTError: (an :class:`InputError`) the values do not look like CT in HU. The rule, on a
             regular subsample of about 10⁶ voxels: a CT has at least 1 % air/lung/outside-the-field
             voxels (≤ -500 HU), or — a tight field of view without air — at least 1 % fat
@@ -142,6 +147,12 @@ def validate_ct(array: np.ndarray, spacing: Sequence[float] | np.ndarray) -> CTV
         raise InputError(
             f"CT of shape (z, y, x) = {arr.shape} exceeds the limit {MAX_SHAPE} voxels; "
             "crop it to the spine or resample it to thicker slices"
+        )
+    extent = tuple(n * sp for n, sp in zip(arr.shape, spacing_zyx))
+    if any(e > m for e, m in zip(extent, MAX_EXTENT_MM)):
+        raise InputError(
+            f"CT extent (z, y, x) = ({extent[0]:.0f}, {extent[1]:.0f}, {extent[2]:.0f}) mm exceeds the limit "
+            f"{MAX_EXTENT_MM} mm (voxels × spacing); check the spacing, or crop the scan to the spine"
         )
     _check_looks_like_ct(arr)
     return CTVolume(array=arr, geometry=ImageGeometry(shape=arr.shape, spacing=spacing_zyx))

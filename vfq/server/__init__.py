@@ -1,2 +1,11 @@
 """The server side: the ensemble's python steps (:mod:`vfq.server.steps`), their Triton adapters
-(:mod:`vfq.server.backend`) and the embedded ``tritonserver`` launcher (:mod:`vfq.server.embedded`)."""
+(:mod:`vfq.server.backend`) and the embedded ``tritonserver`` launcher (:mod:`vfq.server.embedded`).
+
+The Triton release every target pins (DESIGN §3): the embedded server of the ``nvidia-pytriton``
+wheel and the NGC container of the derived image (``Dockerfile``) are the same Triton version."""
+
+#: Triton Inference Server version of the embedded binary and of the NGC release below.
+TRITON_VERSION = "2.51.0"
+#: The NGC ``tritonserver`` container release with that Triton, and its TensorRT.
+NGC_RELEASE = "24.10"
+TENSORRT_VERSION = "10.5.0"

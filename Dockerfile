@@ -1,0 +1,37 @@
+# The vfq server image: the NGC Triton release that matches the embedded server (Triton 2.51.0 =
+# NGC 24.10, TensorRT 10.5), plus what the python steps import (numpy<2, vfq), TensorRT's Python API
+# to build plans on the target GPU, and the model repositories of the gpu and cpu-container targets.
+#
+#   docker build -t vfq-triton:0.1.0-24.10 .
+#   docker run --gpus 1 --shm-size 1g -p 8001:8001 vfq-triton:0.1.0-24.10
+#
+# The first start builds the TensorRT plans on that GPU (the Helm chart does it in an init container,
+# cached on a volume); a plan built elsewhere is refused (vfq-repository check-plans).
+ARG TRITON_RELEASE=24.10
+FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3
+
+# TensorRT of this NGC release, for its Python API (the plan builder); CUDA runtime bindings to verify plans.
+ARG TENSORRT_VERSION=10.5.0
+
+WORKDIR /opt/vfq/src
+COPY pyproject.toml README.md constraints.txt ./
+COPY vfq/ vfq/
+COPY client/ client/
+COPY export/ export/
+COPY phantoms/ phantoms/
+COPY model_repository/ model_repository/
+
+RUN python3 -m pip install --no-cache-dir -c constraints.txt ".[server]" \
+        "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python>=12.6,<13" \
+    && vfq-repository write --target gpu --out /opt/vfq/model_repository \
+    && vfq-repository write --target cpu-container --out /opt/vfq/model_repository_cpu \
+    && mkdir -p /plan-cache && chown 1000:1000 /plan-cache
+
+# The NGC image's non-root user (triton-server, uid 1000).
+USER 1000
+WORKDIR /opt/vfq
+EXPOSE 8000 8001 8002
+
+# Build (or keep) the plans for this GPU, check them, then serve. HTTP is off; Kubernetes sets its own
+# command (helm/vfq).
+CMD ["sh", "-c", "vfq-repository build-plans --source /opt/vfq/model_repository --out /plan-cache/model_repository --timing-cache /plan-cache/timing.cache && vfq-repository check-plans --repository /plan-cache/model_repository && exec tritonserver --model-repository=/plan-cache/model_repository --model-control-mode=none --strict-readiness=true --allow-http=false --exit-timeout-secs=30"]

@@ -1,0 +1,147 @@
+"""The model repository for each deployment target, written from one source (DESIGN §3).
+
+The committed ``model_repository/`` is the **embedded** target (python backend everywhere, the
+networks on ONNX Runtime inside python models). The other targets are derived from it, and only the
+two network configs differ:
+
+* ``embedded``: ``backend: "python"`` (ONNX Runtime on the CPU); ``1/model.py`` + ``1/model.onnx``;
+* ``cpu-container``: ``platform: "onnxruntime_onnx"`` on the CPU; ``1/model.onnx``;
+* ``gpu``: ``platform: "tensorrt_plan"`` on GPU 0; ``1/model.onnx``, from which ``1/model.plan`` is
+  built on the target GPU (``vfq-repository build-plans``, :mod:`vfq.export.tensorrt_plans`).
+
+The python steps (preprocess, straighten, keypoint_decoder) and the ensemble are copied unchanged:
+they run on the CPU with numpy in every target. No torch here: the derived server image runs this.
+
+Usage::
+
+    vfq-repository write --target gpu --out build/model_repository_gpu
+    vfq-repository build-plans --source build/model_repository_gpu --out /plan-cache/model_repository
+    vfq-repository check-plans --repository /plan-cache/model_repository
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from vfq.tensors import DETECTOR_MODEL, LOCALIZER_MODEL, PIPELINE_MODEL, PIPELINE_STEPS
+
+#: The committed repository (the embedded target) of a source checkout.
+SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
+NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
+ONNX_FILE = "model.onnx"
+PLAN_FILE = "model.plan"
+#: ONNX Runtime threads per network on the CPU targets.
+CPU_THREADS = 2
+
+
+class Target(Enum):
+    """Where the repository is served (DESIGN §3)."""
+
+    EMBEDDED = "embedded"
+    CPU_CONTAINER = "cpu-container"
+    GPU = "gpu"
+
+
+def load_config(path: Path) -> model_config_pb2.ModelConfig:
+    """A ``config.pbtxt`` as Triton's ``ModelConfig`` message."""
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+
+
+def network_config(embedded: model_config_pb2.ModelConfig, target: Target) -> model_config_pb2.ModelConfig:
+    """The config of a network for ``target``, from its embedded (python backend) config: same name,
+    inputs and outputs; another backend, device and model file."""
+    config = model_config_pb2.ModelConfig()
+    config.CopyFrom(embedded)
+    if target is Target.EMBEDDED:
+        return config
+    config.ClearField("backend")
+    config.ClearField("parameters")
+    del config.instance_group[:]
+    if target is Target.CPU_CONTAINER:
+        config.platform = "onnxruntime_onnx"
+        config.default_model_filename = ONNX_FILE
+        config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        config.parameters["intra_op_thread_count"].string_value = str(CPU_THREADS)
+        config.parameters["inter_op_thread_count"].string_value = "1"
+    else:
+        config.platform = "tensorrt_plan"
+        config.default_model_filename = PLAN_FILE
+        config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_GPU, gpus=[0])
+    return config
+
+
+def config_text(config: model_config_pb2.ModelConfig, comment: str) -> str:
+    """``config.pbtxt`` text with a leading comment."""
+    lines = "".join(f"# {line}\n" for line in comment.splitlines())
+    return lines + text_format.MessageToString(config)
+
+
+def write_repository(target: Target | str, out: str | Path, source: str | Path = SOURCE_REPOSITORY) -> Path:
+    """Write the repository of ``target`` into ``out`` (created; must not exist or be empty)."""
+    target, out, source = Target(target), Path(out), Path(source)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} exists and is not empty")
+    for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        if model not in NETWORKS or target is Target.EMBEDDED:
+            shutil.copytree(source / model, out / model, symlinks=False)
+            continue
+        version = out / model / "1"
+        version.mkdir(parents=True)
+        shutil.copyfile(source / model / "1" / ONNX_FILE, version / ONNX_FILE)  # follows the link
+        config = network_config(load_config(source / model / "config.pbtxt"), target)
+        comment = (
+            f"{model} for the {target.value} target (written by vfq-repository from the embedded config)."
+        )
+        (out / model / "config.pbtxt").write_text(config_text(config, comment), encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vfq-repository``: write a target's repository; build and check TensorRT plans."""
+    parser = argparse.ArgumentParser(prog="vfq-repository", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    write = commands.add_parser("write", help="write the model repository of a deployment target")
+    write.add_argument("--target", choices=[t.value for t in Target], required=True)
+    write.add_argument("--out", type=Path, required=True)
+    write.add_argument("--source", type=Path, default=SOURCE_REPOSITORY, help="the embedded repository")
+    build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
+    build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
+    build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
+    build.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    build.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (read and updated)")
+    check = commands.add_parser("check-plans", help="refuse plans built for another TensorRT or GPU")
+    check.add_argument("--repository", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from vfq.errors import VfqError
+
+    try:
+        if args.command == "write":
+            write_repository(args.target, args.out, args.source)
+            print(f"wrote the {args.target} repository to {args.out}")
+            return 0
+        from vfq.export import tensorrt_plans
+
+        if args.command == "build-plans":
+            for line in tensorrt_plans.build_repository(
+                args.source, args.out, args.precision, args.timing_cache
+            ):
+                print(line)
+            return 0
+        for line in tensorrt_plans.check_repository(args.repository):
+            print(line)
+        return 0
+    except (VfqError, FileExistsError) as error:
+        print(f"vfq-repository: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

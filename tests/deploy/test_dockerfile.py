@@ -1,0 +1,39 @@
+"""The derived server image, checked without a Docker engine: its base is the NGC release of the pinned
+Triton, everything it copies exists, it pins what the python steps need, and it runs as uid 1000."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vfq.server import NGC_RELEASE, TENSORRT_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+
+
+def instructions(keyword: str) -> list[str]:
+    return re.findall(rf"^{keyword}\s+(.+)$", DOCKERFILE, flags=re.M)
+
+
+def test_the_base_image_is_the_ngc_release_of_the_pinned_triton():
+    assert instructions("FROM") == ["nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3"]
+    assert f"ARG TRITON_RELEASE={NGC_RELEASE}" in DOCKERFILE
+    assert f"ARG TENSORRT_VERSION={TENSORRT_VERSION}" in DOCKERFILE
+
+
+def test_every_copied_path_exists_and_is_not_ignored():
+    ignored = set((ROOT / ".dockerignore").read_text(encoding="utf-8").split())
+    for line in instructions("COPY"):
+        *sources, _destination = line.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/") not in ignored, source
+
+
+def test_the_image_installs_the_server_extra_under_the_numpy_pin_and_runs_as_uid_1000():
+    assert '-c constraints.txt ".[server]"' in DOCKERFILE
+    assert "numpy<2" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert instructions("USER") == ["1000"]
+    assert "--target gpu --out /opt/vfq/model_repository " in DOCKERFILE
+    assert "vfq-repository check-plans" in DOCKERFILE

@@ -1,0 +1,89 @@
+"""One source, three deployment targets: each written repository parses, its ensemble is wired with
+agreeing names, types and shapes, only the two network configs differ from the embedded one, and the
+written embedded repository serves."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tritonclient.grpc import model_config_pb2
+
+from vfq.export.repository import NETWORKS, SOURCE_REPOSITORY, Target, load_config, main, write_repository
+from vfq.server.embedded import EmbeddedServer
+from vfq.tensors import PIPELINE_MODEL, PIPELINE_STEPS
+
+GPU, CPU = model_config_pb2.ModelInstanceGroup.KIND_GPU, model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+def tensors(entries) -> dict[str, tuple[int, tuple[int, ...]]]:
+    return {t.name: (t.data_type, tuple(t.dims)) for t in entries}
+
+
+def assert_wired(repository: Path) -> None:
+    ensemble = load_config(repository / PIPELINE_MODEL / "config.pbtxt")
+    available = tensors(ensemble.input)
+    for step in ensemble.ensemble_scheduling.step:
+        config = load_config(repository / step.model_name / "config.pbtxt")
+        inputs, outputs = tensors(config.input), tensors(config.output)
+        for model_name, ensemble_name in step.input_map.items():
+            assert available[ensemble_name] == inputs[model_name], (step.model_name, model_name)
+        available.update({e: outputs[m] for m, e in step.output_map.items()})
+    assert all(available[name] == spec for name, spec in tensors(ensemble.output).items())
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_each_target_is_the_embedded_repository_but_for_the_two_network_configs(target, tmp_path):
+    out = write_repository(target, tmp_path / target.value)
+    assert_wired(out)
+    for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        same = filecmp.cmp(
+            out / model / "config.pbtxt", SOURCE_REPOSITORY / model / "config.pbtxt", shallow=False
+        )
+        assert same == (model not in NETWORKS or target is Target.EMBEDDED), model
+    for model in NETWORKS:
+        config = load_config(out / model / "config.pbtxt")
+        source = load_config(SOURCE_REPOSITORY / model / "config.pbtxt")
+        assert (config.name, list(config.input), list(config.output)) == (
+            source.name,
+            list(source.input),
+            list(source.output),
+        )
+        onnx = out / model / "1" / "model.onnx"
+        assert (
+            not onnx.is_symlink()
+            and onnx.read_bytes() == (SOURCE_REPOSITORY / model / "1" / "model.onnx").read_bytes()
+        )
+        if target is Target.CPU_CONTAINER:
+            assert (config.platform, config.backend, config.instance_group[0].kind) == (
+                "onnxruntime_onnx",
+                "",
+                CPU,
+            )
+            assert config.parameters["intra_op_thread_count"].string_value == "2"
+            assert not (out / model / "1" / "model.py").exists()
+        if target is Target.GPU:
+            assert (config.platform, config.default_model_filename) == ("tensorrt_plan", "model.plan")
+            assert config.instance_group[0].kind == GPU
+            assert not (out / model / "1" / "model.plan").exists()  # built on the target GPU
+
+
+def test_the_written_embedded_repository_serves(tmp_path):
+    from vfq.client import VfqClient
+    from vfq.volume import ImageGeometry
+
+    repository = write_repository("embedded", tmp_path / "repo")
+    air = np.full((30, 48, 48), -1000, np.int16)
+    with EmbeddedServer(repository) as server, VfqClient(server.grpc_url, timeout_s=30) as client:
+        study = client.analyze_array(air, ImageGeometry(air.shape, (2.0, 2.0, 2.0)))
+    assert study.not_assessable.startswith("no spine found")
+
+
+def test_the_command_refuses_to_overwrite_and_says_so(tmp_path, capsys):
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "keep.txt").write_text("mine", encoding="utf-8")
+    assert main(["write", "--target", "gpu", "--out", str(tmp_path / "repo")]) == 1
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["write", "--target", "cpu-container", "--out", str(tmp_path / "cpu")]) == 0

@@ -1,0 +1,79 @@
+"""The TensorRT plan path, checked without TensorRT: the profiles cover every CT the server accepts,
+records round-trip, a plan built for another TensorRT or GPU is refused with a clear message, and
+without TensorRT the build says where to run it."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from vfq.export import tensorrt_plans as plans
+from vfq.export.repository import main
+from vfq.preprocess import MAX_EXTENT_MM, localizer_grid
+from vfq.tensors import DETECTOR_WIDTH_PX
+from vfq.volume import ImageGeometry
+
+BUILT = plans.BuildEnvironment("10.5.0", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing"),
+    [
+        ((300, 512, 512), (1.0, 0.7, 0.7)),  # the typical scan: the profile's optimum
+        ((2, 2, 2), (0.2, 0.2, 0.2)),  # the smallest accepted
+        ((2048, 1024, 1024), (1.0, 0.75, 0.75)),  # the largest accepted
+        ((409, 153, 153), (5.0, 5.0, 5.0)),  # thick slices at the extent limit
+        ((2048, 2, 2), (1.0, 20.0, 20.0)),  # a thin rod
+    ],
+)
+def test_the_localizer_profile_covers_every_accepted_ct(shape, spacing):
+    extent = [n * s for n, s in zip(shape, spacing)]
+    assert all(e <= m for e, m in zip(extent, MAX_EXTENT_MM))
+    grid = localizer_grid(ImageGeometry(shape, spacing)).geometry.shape
+    assert plans.LOCALIZER_PROFILE.covers((1, 1, *grid))
+    if shape == (300, 512, 512):
+        assert plans.LOCALIZER_PROFILE.opt == (1, 1, *grid)
+
+
+def test_the_detector_profile_covers_a_curve_half_again_as_long_as_the_tallest_scan():
+    rows = int(1.5 * MAX_EXTENT_MM[0])
+    assert plans.DETECTOR_PROFILE.covers((1, 1, rows, DETECTOR_WIDTH_PX))
+    assert not plans.DETECTOR_PROFILE.covers((1, 1, rows, DETECTOR_WIDTH_PX + 16))  # the width is fixed
+
+
+def test_a_plan_record_round_trips(tmp_path):
+    record = plans.PlanRecord(BUILT, "fp16", "ab" * 32, plans.LOCALIZER_PROFILE)
+    path = tmp_path / "model.plan.json"
+    path.write_text(record.to_json(), encoding="utf-8")
+    assert plans.PlanRecord.read(path) == record
+
+
+def test_a_plan_built_for_another_gpu_or_tensorrt_is_refused_with_what_to_do():
+    record = plans.PlanRecord(BUILT, "fp16", "00" * 32, plans.DETECTOR_PROFILE)
+    assert plans.plan_mismatch(record, BUILT) is None
+    assert plans.plan_mismatch(record, plans.BuildEnvironment("10.5.0", "another H100", "9.0")) is None
+    ada = plans.BuildEnvironment("10.5.0", "NVIDIA L4", "8.9")
+    assert plans.plan_mismatch(record, ada) == (
+        "built with TensorRT 10.5.0 for compute capability 9.0 (NVIDIA H100 80GB HBM3); this server has "
+        "TensorRT 10.5.0 on compute capability 8.9 (NVIDIA L4). Rebuild it here: vfq-repository build-plans"
+    )
+    assert "TensorRT 10.6.0" in plans.plan_mismatch(
+        record, plans.BuildEnvironment("10.6.0", BUILT.gpu_name, "9.0")
+    )
+
+
+def test_tolerances_are_stated_for_every_network_output_and_precision():
+    outputs = {"SPINE_HEATMAP", "CENTER_HEATMAP", "KEYPOINT_OFFSETS", "LEVEL_LOGITS"}
+    assert {p: set(t) for p, t in plans.TOLERANCES.items()} == {"fp32": outputs, "fp16": outputs}
+    assert all(plans.TOLERANCES["fp32"][name] < plans.TOLERANCES["fp16"][name] for name in outputs)
+
+
+def test_without_tensorrt_the_build_says_where_plans_are_built(tmp_path, capsys):
+    assert importlib.util.find_spec("tensorrt") is None  # this check is for machines without TensorRT
+    assert main(["write", "--target", "gpu", "--out", str(tmp_path / "gpu")]) == 0
+    code = main(["build-plans", "--source", str(tmp_path / "gpu"), "--out", str(tmp_path / "served")])
+    assert code == 1
+    assert (
+        "TensorRT is not installed here: build plans inside the server's container" in capsys.readouterr().err
+    )
