@@ -72,6 +72,9 @@ MAX_RECONNECT_BACKOFF_MS = 2000
 
 T = TypeVar("T")
 
+#: What the server answers to unregistering a region that a request it has not yet released still holds.
+_REGION_IN_USE = "currently in use"
+
 #: Prefixes Triton puts before a model's own error message (ensemble, model instance).
 _TRITON_PREFIX = re.compile(
     r"^(?:in ensemble '[^']*', "
@@ -405,10 +408,21 @@ class VfqClient:
         region, self._region = self._region, None
         if region is None:
             return
+        # The server holds a region until it has released the last request that read it, which can
+        # be just after the answer arrived ("currently in use"): ask again for a short while.
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
         try:
-            self._client.unregister_system_shared_memory(region.name, client_timeout=PROBE_TIMEOUT_S)
-        except InferenceServerException as e:
-            logger.warning("could not unregister shared memory %s at %s: %s", region.name, self.url, e)
+            while True:
+                try:
+                    self._client.unregister_system_shared_memory(region.name, client_timeout=PROBE_TIMEOUT_S)
+                    return
+                except InferenceServerException as e:
+                    if _REGION_IN_USE not in server_message(e) or time.monotonic() >= deadline:
+                        logger.warning(
+                            "could not unregister shared memory %s at %s: %s", region.name, self.url, e
+                        )
+                        return
+                time.sleep(0.01)
         finally:
             system_shm.destroy_shared_memory_region(region.handle)
 

@@ -1,17 +1,13 @@
-"""Factories for the client tests: geometries, the ensemble's output arrays, a stand-in for
-tritonclient's gRPC client, free ports and MetaImage headers."""
+"""Factories for the client tests: geometries, the ensemble's output arrays, free ports and MetaImage
+headers."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
-from vfq.client import VfqClient
 from vfq.tensors import (
     DETECTION_SCORE_OUTPUT,
     FRACTURE_SCORE_OUTPUT,
@@ -95,81 +91,3 @@ def write_mha_header(
         f"ElementDataFile = {path.stem}.raw\n"
     )
     return path
-
-
-class FakeAnswer:
-    """What tritonclient's ``infer`` returns: ``as_numpy(name)`` and ``get_response().model_version``."""
-
-    def __init__(self, outputs: Mapping[str, np.ndarray], model_version: str = "1") -> None:
-        self._outputs = dict(outputs)
-        self.model_version = model_version
-
-    def as_numpy(self, name: str) -> np.ndarray | None:
-        return self._outputs.get(name)
-
-    def get_response(self) -> FakeAnswer:
-        return self
-
-
-def triton_error(status: str, message: str) -> InferenceServerException:
-    """A tritonclient error as its gRPC client raises it (``status`` like ``StatusCode.UNAVAILABLE``)."""
-    return InferenceServerException(msg=message, status=status, debug_details="")
-
-
-class FakeTriton:
-    """A stand-in for ``tritonclient.grpc.InferenceServerClient`` that records calls.
-
-    Args:
-        answers: what successive ``infer`` calls do: an exception to raise, else the outputs to
-            answer with (the last entry repeats).
-        live: what ``is_server_live`` answers, or an exception it raises.
-    """
-
-    def __init__(
-        self, answers: list[Any] | None = None, live: bool | Exception = True, model_ready: bool = True
-    ) -> None:
-        self.answers = answers if answers is not None else [pipeline_outputs()]
-        self.live = live
-        self.model_ready = model_ready
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.closed = False
-
-    def _record(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.calls.append((name, args, kwargs))
-
-    def calls_to(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        return [(args, kwargs) for called, args, kwargs in self.calls if called == name]
-
-    def infer(self, *args: Any, **kwargs: Any) -> FakeAnswer:
-        self._record("infer", args, kwargs)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return FakeAnswer(answer)
-
-    def is_server_live(self, **kwargs: Any) -> bool:
-        self._record("is_server_live", (), kwargs)
-        if isinstance(self.live, Exception):
-            raise self.live
-        return self.live
-
-    def is_model_ready(self, *args: Any, **kwargs: Any) -> bool:
-        self._record("is_model_ready", args, kwargs)
-        return self.model_ready
-
-    def register_system_shared_memory(self, *args: Any, **kwargs: Any) -> None:
-        self._record("register_system_shared_memory", args, kwargs)
-
-    def unregister_system_shared_memory(self, *args: Any, **kwargs: Any) -> None:
-        self._record("unregister_system_shared_memory", args, kwargs)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def fake_client(fake: FakeTriton, **options: Any) -> VfqClient:
-    """A :class:`VfqClient` (no retry pause unless ``options`` say) whose gRPC client is ``fake``."""
-    client = VfqClient(f"127.0.0.1:{free_port()}", **{"retry_backoff_s": 0.0, **options})
-    client._client.close()
-    client._client = fake
-    return client
