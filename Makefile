@@ -12,6 +12,9 @@ OUT ?= out
 # (Debian: libpython3.11). The wheel is installed without its own dependency pins (DESIGN §3).
 PYTRITON := nvidia-pytriton==0.7.0
 PIP := $(BIN)/pip --quiet --disable-pip-version-check
+# The real Helm engine for the chart's tests (Python bindings; the wheel says Python >= 3.12 but
+# loads on 3.11).
+HELM_SDKPY := helm-sdkpy==0.1.32
 
 $(STAMP): pyproject.toml constraints.txt
 	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { \
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -e '.[server,dev,train]'
 	$(PIP) install --no-deps $(PYTRITON)
+	$(PIP) install --ignore-requires-python $(HELM_SDKPY)
 	touch $@
 
 setup: $(STAMP)

@@ -5,7 +5,9 @@ for the model itself over gRPC (Kubernetes' exec probes run it in the server's p
 
     vfq-health --url 127.0.0.1:8001 --model vertebra_pipeline --timeout 3
 
-Exit code 0 when everything is ready, 1 otherwise, with one line saying what is not.
+Exit code 0 when everything is ready, 1 otherwise, with one line saying what is not. With gRPC TLS
+(``--ssl``; ``--root-certificates``, and for mutual TLS ``--private-key`` and ``--certificate-chain``,
+PEM files; ``--ssl-target-name`` when the certificate names the service, not the loopback address).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import tritonclient.grpc as grpcclient
 
@@ -20,10 +23,11 @@ from vfq.client.connection import DEFAULT_URL
 from vfq.tensors import PIPELINE_MODEL
 
 
-def check(url: str, model: str, timeout_s: float) -> str | None:
-    """What is not ready at ``url`` (``None`` when the server and ``model`` are)."""
+def check(url: str, model: str, timeout_s: float, tls: dict[str, Any] | None = None) -> str | None:
+    """What is not ready at ``url`` (``None`` when the server and ``model`` are); ``tls``: tritonclient's
+    ``ssl``, ``root_certificates``, ``private_key``, ``certificate_chain`` and ``channel_args``."""
     try:
-        with grpcclient.InferenceServerClient(url) as client:
+        with grpcclient.InferenceServerClient(url, **(tls or {})) as client:
             if not client.is_server_live(client_timeout=timeout_s):
                 return f"server at {url} is not live"
             if not client.is_server_ready(client_timeout=timeout_s):
@@ -40,8 +44,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port (default {DEFAULT_URL})")
     parser.add_argument("--model", default=PIPELINE_MODEL)
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per call (default 3)")
+    parser.add_argument("--ssl", action="store_true", help="connect with TLS")
+    parser.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
+    parser.add_argument("--private-key", help="PEM file of the client's key (mutual TLS)")
+    parser.add_argument("--certificate-chain", help="PEM file of the client's certificate (mutual TLS)")
+    parser.add_argument("--ssl-target-name", help="the name the server's certificate carries")
     args = parser.parse_args(argv)
-    problem = check(args.url, args.model, args.timeout)
+    tls = None
+    if args.ssl:
+        tls = {
+            "ssl": True,
+            "root_certificates": args.root_certificates,
+            "private_key": args.private_key,
+            "certificate_chain": args.certificate_chain,
+        }
+        if args.ssl_target_name:
+            tls["channel_args"] = [("grpc.ssl_target_name_override", args.ssl_target_name)]
+    problem = check(args.url, args.model, args.timeout, tls)
     if problem:
         print(f"vfq-health: {problem}", file=sys.stderr)
         return 1
