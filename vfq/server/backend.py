@@ -202,29 +202,70 @@ class DecoderModel(PythonStep):
         return outputs
 
 
-class OnnxNetworkModel(PythonStep):
-    """Steps 2 and 4 on the embedded target: the network ``1/model.onnx`` on ONNX Runtime (CPU).
+class NetworkModel(PythonStep):
+    """Steps 2 and 4 as python models: a network on the tensors its config names (:mod:`vfq.tensors`).
 
-    Config parameters: ``intra_op_threads`` (default 2). Inputs and outputs are those of the config,
-    which the ONNX file's names match (:mod:`vfq.tensors`).
+    Subclasses load the network in :meth:`load` and run it in :meth:`infer`.
     """
 
     def setup(self, args: dict[str, str]) -> None:
+        self.inputs = tuple(tensor["name"] for tensor in self.config["input"])
+        self.output_names = [tensor["name"] for tensor in self.config["output"]]
+        self.load(args)
+
+    def load(self, args: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensor = arrays[self.inputs[0]]
+        if tensor.dtype != np.float32 or not np.isfinite(tensor).all():
+            raise InputError(f"{self.inputs[0]} must be finite float32")
+        return dict(zip(self.output_names, self.infer(tensor)))
+
+
+class OnnxNetworkModel(NetworkModel):
+    """The embedded target's networks: ``1/model.onnx`` on ONNX Runtime (CPU).
+
+    Config parameters: ``intra_op_threads`` (default 2).
+    """
+
+    def load(self, args: dict[str, str]) -> None:
         from vfq.runtime import OnnxRunner
 
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        threads = int(self.parameters.get("intra_op_threads", "2"))
-        self.runner = OnnxRunner(path, threads=threads)
-        self.inputs = tuple(tensor["name"] for tensor in self.config["input"])
-        self.output_names = [tensor["name"] for tensor in self.config["output"]]
+        self.runner = OnnxRunner(path, threads=int(self.parameters.get("intra_op_threads", "2")))
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(
                 f"{path}: the ONNX model's tensors {[self.runner.input_name]} → {self.runner.output_names} "
                 f"differ from the config's {list(self.inputs)} → {self.output_names}"
             )
 
-    def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensor = arrays[self.inputs[0]]
-        if tensor.dtype != np.float32 or not np.isfinite(tensor).all():
-            raise InputError(f"{self.inputs[0]} must be finite float32")
-        return dict(zip(self.output_names, self.runner(tensor)))
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        return self.runner(tensor)
+
+
+class TorchNetworkModel(NetworkModel):
+    """A network from its PyTorch checkpoint on a torch device (the GPU check of a machine whose
+    ONNX Runtime has no CUDA; needs torch where the server runs).
+
+    Config parameters: ``checkpoint`` (path of the ``.pt`` file, :func:`vfq.export.networks.save_checkpoint`),
+    ``device`` (``"cuda"``, ``"cuda:1"``, ``"cpu"``; default ``"cuda"``).
+    """
+
+    def load(self, args: dict[str, str]) -> None:
+        import torch
+
+        from vfq.export.networks import load_checkpoint
+
+        self.torch = torch
+        self.device = torch.device(self.parameters.get("device", "cuda"))
+        self.network = load_checkpoint(self.parameters["checkpoint"], map_location=self.device).model.eval()
+
+    def infer(self, tensor: np.ndarray) -> list[np.ndarray]:
+        with self.torch.inference_mode():
+            outputs = self.network(self.torch.from_numpy(tensor).to(self.device))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return [output.float().cpu().numpy() for output in outputs]

@@ -1,0 +1,35 @@
+"""The GPU check's served variant, run here on the CPU: the network steps as python models running the
+PyTorch checkpoints (TorchNetworkModel) give the answer of the ONNX Runtime steps."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from vfq.client import VfqClient
+from vfq.phantoms import Acquisition, generate, sample_spec
+from vfq.phantoms.generate import FieldOfView
+from vfq.server.embedded import EmbeddedServer
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+gpu_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_check)
+
+
+def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
+    acquisition = Acquisition(spacing=(2.5, 1.0, 1.0), slice_thickness=2.5, matrix=(320, 320))
+    ct = generate(sample_spec(31, FieldOfView.ABDOMEN, acquisition)).ct
+    answers = []
+    for repository in (None, gpu_check.gpu_repository(tmp_path / "torch", "cpu")):
+        with EmbeddedServer(repository) as server, VfqClient(server.grpc_url, timeout_s=60) as client:
+            answers.append(client.analyze_array(ct.array, ct.geometry))
+    onnx, torch = answers
+    assert onnx.not_assessable is None and len(onnx.vertebrae) >= 5
+    assert [v.level for v in torch.vertebrae] == [v.level for v in onnx.vertebrae]
+    assert [v.genant_grade for v in torch.vertebrae] == [v.genant_grade for v in onnx.vertebrae]
+    np.testing.assert_allclose(
+        [v.keypoints_world for v in torch.vertebrae], [v.keypoints_world for v in onnx.vertebrae], atol=0.05
+    )
