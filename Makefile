@@ -46,6 +46,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/phantom_bench.py
 	$(BIN)/python benchmarks/straighten_bench.py
+	$(BIN)/python benchmarks/serving_bench.py --out $(OUT)/bench --compare benchmarks/results/latest.json
 
 ## Train both networks on phantoms, as the shipped weights were trained (54 min of training and
 ## about 15 min of sample rendering on 2 cores); then `make weights` exports and checks them.

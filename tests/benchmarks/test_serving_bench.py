@@ -1,0 +1,171 @@
+"""The arithmetic of benchmarks/serving_bench.py: percentiles, counter deltas from Triton's statistics
+JSON and from Prometheus text, the regression comparison and the README markers. No server."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_bench.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("vfq_serving_bench", BENCH_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load()
+
+
+def _stats(localizer_infer_ns: int, count: int, ensemble_ns: int) -> dict:
+    """A get_inference_statistics(as_json=True) answer: int64 as strings, zero fields left out."""
+    return {
+        "model_stats": [
+            {
+                "name": "spine_localizer",
+                "version": "1",
+                "inference_stats": {
+                    "success": {"count": str(count), "ns": str(localizer_infer_ns + 1000 * count)},
+                    "fail": {},
+                    "queue": {"count": str(count), "ns": str(500 * count)},
+                    "compute_input": {"count": str(count), "ns": str(200 * count)},
+                    "compute_infer": {"count": str(count), "ns": str(localizer_infer_ns)},
+                    "compute_output": {"count": str(count), "ns": str(300 * count)},
+                },
+            },
+            {
+                "name": "vertebra_pipeline",
+                "version": "1",
+                "inference_stats": {"success": {"count": str(count), "ns": str(ensemble_ns)}},
+            },
+        ]
+    }
+
+
+def _metrics(localizer_sum: float, localizer_count: int, preprocess_count: int = 3) -> str:
+    return f"""# HELP vfq_step_duration_seconds Time a vertebra_pipeline python step spends on one request (s)
+# TYPE vfq_step_duration_seconds histogram
+vfq_step_duration_seconds_count{{step="spine_localizer"}} {localizer_count}
+vfq_step_duration_seconds_sum{{step="spine_localizer"}} {localizer_sum}
+vfq_step_duration_seconds_bucket{{step="spine_localizer",le="0.5"}} {localizer_count}
+vfq_step_duration_seconds_bucket{{step="spine_localizer",le="+Inf"}} {localizer_count}
+vfq_step_duration_seconds_count{{step="preprocess"}} {preprocess_count}
+vfq_step_duration_seconds_sum{{step="preprocess"}} {0.1 * preprocess_count}
+vfq_step_duration_seconds_bucket{{step="preprocess",le="+Inf"}} {preprocess_count}
+# HELP nv_inference_count Number of inferences performed
+# TYPE nv_inference_count counter
+nv_inference_count{{model="spine_localizer",version="1"}} {localizer_count}
+"""
+
+
+def test_percentiles_interpolate_between_ranks() -> None:
+    p = bench.Percentiles.of([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (p.n, p.p50, p.min, p.max) == (5, 3.0, 1.0, 5.0)
+    assert p.p90 == pytest.approx(4.6)
+    assert p.p95 == pytest.approx(4.8)
+    assert p.p99 == pytest.approx(4.96)
+    assert bench.Percentiles.of([2.0]).p99 == 2.0
+    with pytest.raises(ValueError):
+        bench.Percentiles.of([])
+
+
+def test_triton_statistics_deltas_per_request() -> None:
+    before = bench.triton_counters(
+        _stats(localizer_infer_ns=2_000_000_000, count=4, ensemble_ns=3_000_000_000)
+    )
+    after = bench.triton_counters(
+        _stats(localizer_infer_ns=3_500_000_000, count=7, ensemble_ns=4_800_000_000)
+    )
+    assert before["spine_localizer/compute_infer"] == (2e9, 4.0)
+    assert before["vertebra_pipeline/queue"] == (0.0, 0.0)  # left out of the JSON: zero
+    seconds = bench.per_event(bench.counters_delta(before, after), 1e-9)
+    assert seconds["spine_localizer/compute_infer"] == pytest.approx(0.5)  # 1.5 s over 3 requests
+    assert seconds["spine_localizer/queue"] == pytest.approx(500e-9)
+    assert seconds["vertebra_pipeline/success"] == pytest.approx(0.6)
+    assert "vertebra_pipeline/queue" not in seconds  # no events: no mean
+
+
+def test_step_metric_deltas_from_prometheus_text() -> None:
+    before = bench.step_metric_counters(_metrics(localizer_sum=1.25, localizer_count=5))
+    after = bench.step_metric_counters(_metrics(localizer_sum=2.75, localizer_count=8))
+    assert before == {"spine_localizer": (1.25, 5.0), "preprocess": (pytest.approx(0.3), 3.0)}
+    assert bench.per_event(bench.counters_delta(before, after)) == {"spine_localizer": pytest.approx(0.5)}
+    assert bench.step_metric_counters("") == {}
+
+
+def _results(p50_s: float, throughput: float) -> dict:
+    latency = {"n": 5, "p50": p50_s, "p90": p50_s, "p95": p50_s, "p99": p50_s, "min": p50_s, "max": p50_s}
+    return {
+        "latency": [{"scan": "phantom 300", "transport": "grpc+shm", "latency_s": latency}],
+        "concurrency": [{"threads": 2, "throughput_per_s": throughput}],
+    }
+
+
+def test_comparison_flags_slower_latency_and_lower_throughput() -> None:
+    baseline = _results(p50_s=1.0, throughput=2.0)
+    within = bench.compare(_results(p50_s=1.2, throughput=1.7), baseline)
+    assert [c.figure for c in within] == ["p50 phantom 300 grpc+shm", "throughput at 2"]
+    assert not any(c.regressed for c in within)
+    worse = bench.compare(_results(p50_s=1.3, throughput=1.5), baseline)
+    assert [c.regressed for c in worse] == [True, True]
+    assert worse[0].ratio == pytest.approx(1.3)
+    extra = _results(p50_s=1.0, throughput=2.0)
+    extra["latency"][0]["scan"] = "phantom 600"  # not in the baseline: not compared
+    assert [c.figure for c in bench.compare(extra, baseline)] == ["throughput at 2"]
+
+
+def test_readme_markers_are_replaced_between_them_only() -> None:
+    text = f"intro\n{bench.MARK_BEGIN}\nold table\n{bench.MARK_END}\nafter\n"
+    assert (
+        bench.replace_marked(text, "| new |\n")
+        == f"intro\n{bench.MARK_BEGIN}\n| new |\n{bench.MARK_END}\nafter\n"
+    )
+    with pytest.raises(ValueError):
+        bench.replace_marked("no markers", "x")
+
+
+def test_milliseconds_for_tables() -> None:
+    assert bench.ms(0.0123) == "12.3"
+    assert bench.ms(None) == "-"
+    assert bench.ms(math.nan) == "-"
+
+
+def test_server_split_of_one_request() -> None:
+    triton_s = {
+        "preprocess/queue": 0.001,
+        "preprocess/compute_input": 0.020,
+        "preprocess/compute_infer": 0.100,
+        "preprocess/compute_output": 0.002,
+        "spine_localizer/compute_infer": 0.300,
+        "vertebra_pipeline/success": 0.450,
+    }
+    metric_s = {"preprocess": 0.060, "spine_localizer": 0.295}
+    split = bench.server_split(triton_s, metric_s)
+    assert split["tensors"] == pytest.approx(0.022)
+    assert split["backend"] == pytest.approx(0.045)
+    assert split["scheduling"] == pytest.approx(0.450 - 0.423)
+
+
+def test_requests_counted_waits_for_the_slowest_counter() -> None:
+    before = bench.Snapshot(
+        bench.triton_counters(_stats(localizer_infer_ns=1, count=4, ensemble_ns=1)),
+        bench.step_metric_counters(_metrics(localizer_sum=1.0, localizer_count=4)),
+    )
+    steps_done = bench.Snapshot(
+        bench.triton_counters(_stats(localizer_infer_ns=2, count=5, ensemble_ns=2)),
+        bench.step_metric_counters(_metrics(localizer_sum=1.5, localizer_count=5)),
+    )
+    assert bench.requests_counted(before, steps_done) == 0  # preprocess's metric has not moved
+    all_done = bench.Snapshot(
+        steps_done.triton, bench.step_metric_counters(_metrics(1.5, localizer_count=5, preprocess_count=4))
+    )
+    assert bench.requests_counted(before, all_done) == 1
