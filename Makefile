@@ -16,11 +16,16 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 # loads on 3.11).
 HELM_SDKPY := helm-sdkpy==0.1.32
 
+# System packages: libpython3.11 (the embedded Triton's python-backend stub) and dicom3tools
+# (dciodvfy, the DICOM validator the SR tests run).
+SYSTEM_PACKAGES := libpython3.11 dicom3tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(STAMP): pyproject.toml constraints.txt
-	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { \
-	  echo "installing the system package libpython3.11 (the embedded Triton's python backend needs it)"; \
-	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq libpython3.11; }
+	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0' || ! command -v dciodvfy >/dev/null; then \
+	  echo "installing the system packages $(SYSTEM_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -e '.[server,dev,train]'
 	$(PIP) install --no-deps $(PYTRITON)

@@ -14,11 +14,14 @@ get typed results back, write them as JSON, CSV and an overlay picture.
     write_overlay_png(result, "overlay.png")
 
 Needs numpy, SimpleITK, tritonclient[grpc] and Pillow only (no torch, no onnxruntime). The ``vfq``
-command is :mod:`vfq.client.cli`.
+command is :mod:`vfq.client.cli`. The DICOM SR and key image of a study analysed from a DICOM series
+are :mod:`vfq.client.dicom_sr` (highdicom, imported on use); its source headers
+:mod:`vfq.client.dicom_source`.
 """
 
 from vfq.client.connection import COMPRESSIONS, DEFAULT_URL, VfqClient, check_file_size
 from vfq.client.errors import (
+    DicomSourceError,
     ModelNotReadyError,
     RequestTimeoutError,
     ResponseError,
@@ -26,6 +29,7 @@ from vfq.client.errors import (
     ServerUnavailableError,
     SharedMemoryError,
 )
+from vfq.client.operating_point import DEFAULT_OPERATING_POINT, FRACTURE_THRESHOLDS, OperatingPoint
 from vfq.client.outputs import overlay_picture, write_csv, write_error_json, write_json, write_overlay_png
 from vfq.client.results import (
     CSV_COLUMNS,
@@ -40,10 +44,14 @@ from vfq.client.results import (
 __all__ = [
     "COMPRESSIONS",
     "CSV_COLUMNS",
+    "DEFAULT_OPERATING_POINT",
     "DEFAULT_URL",
+    "FRACTURE_THRESHOLDS",
     "SAGITTAL_PIXEL_MM",
     "SCHEMA_ID",
+    "DicomSourceError",
     "ModelNotReadyError",
+    "OperatingPoint",
     "RequestTimeoutError",
     "ResponseError",
     "ServerRejectedError",

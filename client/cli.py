@@ -4,13 +4,19 @@
 
     vfq analyze PATH... --out DIR [--url HOST:PORT] [--timeout S] [--wait S]
                         [--shared-memory] [--compression gzip|deflate] [--force]
+                        [--fracture-threshold 0.20|0.25] [--min-report-grade 0-3] [--dicom-sr]
     vfq serve ...       the embedded Triton server (vfq.server.embedded)
     vfq demo ...        the end-to-end demonstration (vfq.client.demo)
 
 ``vfq analyze`` writes, for every study (a DICOM series folder or a NIfTI / NRRD / MetaImage file),
 ``DIR/<study>/report.json`` (schema ``vfq-result/1``) and ``DIR/<study>/overlay.png``, or
 ``DIR/<study>/error.json`` when the study fails; then ``DIR/vertebrae.csv`` over every report in DIR
-(this run's and earlier runs'). A study whose ``report.json`` exists is skipped unless ``--force``.
+(this run's and earlier runs'). With ``--dicom-sr``, a DICOM series also gets ``DIR/<study>/report.sr.dcm``
+(a DICOM SR, :mod:`vfq.client.dicom_sr`) and ``DIR/<study>/key_image.dcm``; another input fails with
+:class:`~vfq.client.errors.DicomSourceError` before any request. ``--fracture-threshold`` and
+``--min-report-grade`` set the operating point (:mod:`vfq.client.operating_point`), recorded in every
+output. A study is skipped unless ``--force`` when its ``report.json`` exists at the same operating
+point, with the DICOM files if they are asked for.
 The server URL is ``--url``, else the environment variable ``VFQ_URL``, else ``127.0.0.1:8001``.
 
 Exit codes:
@@ -35,13 +41,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vfq import __version__
 from vfq.client.connection import COMPRESSIONS, DEFAULT_URL, VfqClient
 from vfq.client.errors import ModelNotReadyError, ServerUnavailableError, SharedMemoryError
+from vfq.client.operating_point import DEFAULT_OPERATING_POINT, FRACTURE_THRESHOLDS, OperatingPoint
 from vfq.client.outputs import write_csv, write_error_json, write_json, write_overlay_png
 from vfq.client.results import StudyResult
 from vfq.errors import VfqError
+from vfq.genant import GenantGrade
 from vfq.io.ct import SUPPORTED_SUFFIXES
 
 __all__ = [
@@ -52,8 +61,10 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SERVER",
     "EXIT_USAGE",
+    "KEY_IMAGE_NAME",
     "OVERLAY_NAME",
     "REPORT_NAME",
+    "SR_NAME",
     "assign_study_names",
     "build_parser",
     "load_report",
@@ -72,6 +83,8 @@ REPORT_NAME = "report.json"
 OVERLAY_NAME = "overlay.png"
 ERROR_NAME = "error.json"
 CSV_NAME = "vertebrae.csv"
+SR_NAME = "report.sr.dcm"
+KEY_IMAGE_NAME = "key_image.dcm"
 #: Environment variable naming the server when ``--url`` is not given.
 URL_VARIABLE = "VFQ_URL"
 
@@ -92,6 +105,9 @@ exit codes:
        (checked before the batch; a batch stops at once when it happens mid-way)
   130  interrupted; studies written so far are kept
 """
+
+if TYPE_CHECKING:
+    from vfq.client.dicom_source import DicomSource
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +179,27 @@ def load_report(study_dir: Path) -> StudyResult | None:
 
 
 @dataclass(frozen=True)
+class _Request:
+    """What ``vfq analyze`` makes of every study: the operating point, and whether DICOM files."""
+
+    operating_point: OperatingPoint = DEFAULT_OPERATING_POINT
+    dicom_sr: bool = False
+
+    def done_result(self, study_dir: Path) -> StudyResult | None:
+        """The study's earlier result if it is what this request makes, else ``None``.
+
+        Raises:
+            OSError, ValueError: its ``report.json`` cannot be read (see :func:`load_report`).
+        """
+        result = load_report(study_dir)
+        if result is None or result.operating_point != self.operating_point:
+            return None
+        if self.dicom_sr and not all((study_dir / name).is_file() for name in (SR_NAME, KEY_IMAGE_NAME)):
+            return None
+        return result
+
+
+@dataclass(frozen=True)
 class _Outcome:
     """One line of the summary table; ``failed`` studies have no result, ``stop`` ends the batch."""
 
@@ -215,11 +252,12 @@ def _analyze_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     paths = list(dict.fromkeys(os.path.abspath(p) for p in args.paths))  # each study once
     names = assign_study_names(paths, out_dir)
+    request = _Request(OperatingPoint(args.fracture_threshold, args.min_report_grade), args.dicom_sr)
     outcomes: dict[str, _Outcome] = {}
     todo = []
     for path, name in zip(paths, names):
         try:
-            done = None if args.force else load_report(out_dir / name)
+            done = None if args.force else request.done_result(out_dir / name)
         except (OSError, ValueError):
             done = None  # an unreadable report is redone
         if done is None:
@@ -236,7 +274,7 @@ def _analyze_command(args: argparse.Namespace) -> int:
             with tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None) as bar:
                 for path, name in todo:
                     bar.set_postfix_str(name)
-                    outcome = _analyze_study(client, path, out_dir / name, name, bar.write)
+                    outcome = _analyze_study(client, request, path, out_dir / name, name, bar.write)
                     outcomes[name] = outcome
                     bar.update()
                     if outcome.failed:
@@ -249,13 +287,15 @@ def _analyze_command(args: argparse.Namespace) -> int:
 
 
 def _analyze_study(
-    client: VfqClient, path: str, study_dir: Path, name: str, say: Callable[..., None]
+    client: VfqClient, request: _Request, path: str, study_dir: Path, name: str, say: Callable[..., None]
 ) -> _Outcome:
     """Analyse one study and write its files; a failure is recorded in ``error.json`` and said."""
     try:
-        result = client.analyze(path)
+        source = _read_dicom_source(path) if request.dicom_sr else None  # before the request: fail fast
+        result = client.analyze(path).with_operating_point(request.operating_point)
         study_dir.mkdir(exist_ok=True)
         write_overlay_png(result, study_dir / OVERLAY_NAME)
+        _write_dicom_files(result, source, study_dir)
         write_json(result, study_dir / REPORT_NAME)  # last: its presence marks the study done
         (study_dir / ERROR_NAME).unlink(missing_ok=True)
         return _Outcome(name, _status(result), result)
@@ -269,6 +309,25 @@ def _analyze_study(
         say(f"vfq: {name}: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
         status = f"failed{', batch stopped' if stop else ''}: {type(e).__name__}"
         return _Outcome(name, status, failed=True, stop=stop)
+
+
+def _read_dicom_source(path: str) -> DicomSource:
+    from vfq.client.dicom_source import read_dicom_source  # pydicom only when DICOM files are asked for
+
+    return read_dicom_source(path)
+
+
+def _write_dicom_files(result: StudyResult, source: DicomSource | None, study_dir: Path) -> None:
+    """The SR and key image of ``source``'s study; without a source, those of an earlier run are removed
+    (they would not match this run's report)."""
+    if source is None:
+        for name in (SR_NAME, KEY_IMAGE_NAME):
+            (study_dir / name).unlink(missing_ok=True)
+        return
+    from vfq.client.dicom_sr import write_dicom_sr, write_key_image  # highdicom only when asked for
+
+    write_dicom_sr(result, source, study_dir / SR_NAME)
+    write_key_image(result, source, study_dir / KEY_IMAGE_NAME)
 
 
 # ---------------------------------------------------------------------- the parser and main
@@ -334,7 +393,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="send CTs through system shared memory (only when the server runs on this host)",
     )
     analyze.add_argument("--compression", choices=COMPRESSIONS, help="compress requests (costs CPU)")
-    analyze.add_argument("--force", action="store_true", help=f"redo studies whose {REPORT_NAME} exists")
+    analyze.add_argument(
+        "--force",
+        action="store_true",
+        help=(
+            f"redo studies already done ({REPORT_NAME} at the same operating point, and the DICOM files "
+            "if asked for)"
+        ),
+    )
+    analyze.add_argument(
+        "--fracture-threshold",
+        type=float,
+        choices=FRACTURE_THRESHOLDS,
+        default=DEFAULT_OPERATING_POINT.fracture_threshold,
+        metavar="0.20|0.25",
+        help=(
+            "relative height loss from which a vertebra is flagged fractured: 0.20 = Genant grade >= 1, "
+            "0.25 = grade >= 2 (default: 0.20); the grades never change with it"
+        ),
+    )
+    analyze.add_argument(
+        "--min-report-grade",
+        type=int,
+        choices=[int(grade) for grade in GenantGrade],
+        default=DEFAULT_OPERATING_POINT.min_report_grade,
+        metavar="0-3",
+        help="lowest Genant grade the DICOM SR lists a vertebra with (default: 0, every vertebra)",
+    )
+    analyze.add_argument(
+        "--dicom-sr",
+        action="store_true",
+        help=(
+            f"also write DIR/<study>/{SR_NAME} (DICOM SR, TID 1500: levels, keypoints, heights, grades) and "
+            f"{KEY_IMAGE_NAME} (the overlay as a Secondary Capture) in the study of each DICOM series; "
+            "other inputs fail"
+        ),
+    )
     analyze.set_defaults(run=_analyze_command)
     for command, (_, help_text) in DISPATCHED.items():
         commands.add_parser(command, help=help_text, add_help=False)

@@ -4,6 +4,8 @@
 
     VfqError
     ├── InputError (vfq.errors)        the CT cannot be analysed as given (read, size, dtype)
+    │   └── DicomSourceError           no DICOM SR can be made for this source (not a DICOM series, or
+    │                                  one that does not match the analysed volume)
     ├── ServerUnavailableError         nothing answers at the URL (connection refused, UNAVAILABLE)
     ├── ModelNotReadyError             the server answers, the pipeline model is not loaded / ready
     ├── RequestTimeoutError            no answer within the timeout (gRPC DEADLINE_EXCEEDED)
@@ -17,9 +19,10 @@ Reading problems keep the types of :mod:`vfq.errors` (``UnreadableInputError``, 
 
 from __future__ import annotations
 
-from vfq.errors import VfqError
+from vfq.errors import InputError, VfqError
 
 __all__ = [
+    "DicomSourceError",
     "ModelNotReadyError",
     "RequestTimeoutError",
     "ResponseError",
@@ -91,3 +94,9 @@ class SharedMemoryError(VfqError):
 class ResponseError(VfqError):
     """The server's answer does not follow the served API (an output missing or of the wrong shape):
     the client and the model repository come from different versions of vfq."""
+
+
+class DicomSourceError(InputError):
+    """No DICOM SR or key image can be made for this source: it is not a DICOM series (a NIfTI, NRRD
+    or MetaImage file has no study, series or patient to file them under), or its headers lack what
+    the documents must reference, or they do not describe the volume that was analysed."""

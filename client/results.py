@@ -16,6 +16,7 @@ and in the client's README; :meth:`StudyResult.from_json_dict` validates against
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ import numpy as np
 
 from vfq import __version__
 from vfq.client.errors import ResponseError
+from vfq.client.operating_point import DEFAULT_OPERATING_POINT, OperatingPoint
 from vfq.errors import InputError
 from vfq.genant import GenantGrade
 from vfq.keypoints import HEIGHT_NAMES, KEYPOINT_NAMES, NUM_KEYPOINTS, body_center
@@ -73,6 +75,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "vertebrae",
     "max_grade",
     "study_score",
+    "fracture_threshold",
     "index",
     "level",
     "genant_grade",
@@ -137,17 +140,13 @@ class VertebraResult:
         set_("detection_score", float(self.detection_score))
 
     @property
-    def fractured(self) -> bool:
-        """Whether the vertebra has a fracture of Genant grade 1 or more."""
-        return self.genant_grade >= GenantGrade.MILD
-
-    @property
     def genant_label(self) -> str:
         """``"normal"``, ``"mild"``, ``"moderate"`` or ``"severe"``."""
         return GenantGrade(self.genant_grade).name.lower()
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """The vertebra's entry in the JSON form (schema ``vfq-result/1``)."""
+    def to_json_dict(self, operating_point: OperatingPoint = DEFAULT_OPERATING_POINT) -> dict[str, Any]:
+        """The vertebra's entry in the JSON form (schema ``vfq-result/1``); ``fractured`` is flagged
+        at ``operating_point``."""
         return {
             "level": self.level,
             "keypoints_voxel": self.keypoints_voxel.tolist(),
@@ -158,7 +157,7 @@ class VertebraResult:
             "genant_grade": self.genant_grade,
             "genant_label": self.genant_label,
             "detection_score": self.detection_score,
-            "fractured": self.fractured,
+            "fractured": operating_point.is_fractured(self.genant_grade),
         }
 
     @classmethod
@@ -199,6 +198,8 @@ class StudyResult:
         model: the served model that answered.
         model_version: its version as the server reported it (``""`` if unknown).
         client_version: the version of vfq that made the request.
+        operating_point: which vertebrae the outputs flag fractured and a DICOM SR lists; it never
+            changes a grade (set it with :meth:`with_operating_point`).
     """
 
     source: str
@@ -210,6 +211,7 @@ class StudyResult:
     model: str = PIPELINE_MODEL
     model_version: str = ""
     client_version: str = __version__
+    operating_point: OperatingPoint = DEFAULT_OPERATING_POINT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vertebrae", tuple(self.vertebrae))
@@ -228,6 +230,14 @@ class StudyResult:
     def study_score(self) -> float:
         """The study's fracture score: the largest vertebra fracture score, 0 without vertebrae."""
         return max((v.fracture_score for v in self.vertebrae), default=0.0)
+
+    def is_fractured(self, vertebra: VertebraResult) -> bool:
+        """Whether ``vertebra`` is flagged fractured at this result's operating point."""
+        return self.operating_point.is_fractured(vertebra.genant_grade)
+
+    def with_operating_point(self, operating_point: OperatingPoint) -> StudyResult:
+        """The same result read at another operating point (grades and numbers unchanged)."""
+        return dataclasses.replace(self, operating_point=operating_point)
 
     # ------------------------------------------------------------------ from the server
 
@@ -314,10 +324,11 @@ class StudyResult:
             "max_grade": self.max_grade,
             "study_score": self.study_score,
             "keypoint_names": list(KEYPOINT_NAMES),
-            "vertebrae": [v.to_json_dict() for v in self.vertebrae],
+            "vertebrae": [v.to_json_dict(self.operating_point) for v in self.vertebrae],
             "software": {"name": SOFTWARE_NAME, "version": self.client_version},
             "model": {"name": self.model, "version": self.model_version},
             "seconds": dict(self.seconds),
+            "operating_point": self.operating_point.to_json_dict(),
         }
 
     @classmethod
@@ -350,6 +361,11 @@ class StudyResult:
             model=doc["model"]["name"],
             model_version=doc["model"]["version"],
             client_version=doc["software"]["version"],
+            operating_point=(
+                OperatingPoint.from_json_dict(doc["operating_point"])
+                if "operating_point" in doc
+                else DEFAULT_OPERATING_POINT
+            ),
         )
 
     # ------------------------------------------------------------------ CSV
@@ -371,6 +387,7 @@ class StudyResult:
             "vertebrae": len(self.vertebrae),
             "max_grade": self.max_grade,
             "study_score": self.study_score,
+            "fracture_threshold": self.operating_point.fracture_threshold,
         }
         if not self.vertebrae:
             return [{column: _cell(study_columns.get(column)) for column in CSV_COLUMNS}]
@@ -383,7 +400,7 @@ class StudyResult:
                 "level": v.level,
                 "genant_grade": v.genant_grade,
                 "genant_label": v.genant_label,
-                "fractured": v.fractured,
+                "fractured": self.is_fractured(v),
                 "fracture_score": v.fracture_score,
                 "detection_score": v.detection_score,
                 **{f"height_{name}_mm": h for name, h in zip(HEIGHT_NAMES, v.heights_mm)},

@@ -11,8 +11,10 @@ import types
 from pathlib import Path
 from typing import ClassVar
 
+import pydicom
 import pytest
 from client_factories import free_port, not_assessable_outputs, oblique_geometry, pipeline_outputs
+from dicom_factories import result_of, write_identified_series
 
 from vfq.client import StudyResult, cli, write_json
 from vfq.client.errors import RequestTimeoutError, ServerUnavailableError
@@ -236,6 +238,51 @@ def test_a_server_gone_mid_batch_stops_it_with_exit_3(tmp_path, capsys, stand_in
     assert (out / "first" / cli.REPORT_NAME).is_file() and (out / cli.CSV_NAME).is_file()
 
 
+# ---------------------------------------------------------------------- the operating point and DICOM SR
+
+
+class DicomStandIn(StandInClient):
+    """Answers a DICOM folder with a result on that series' own grid."""
+
+    analysed: ClassVar[list[str]] = []
+
+    def analyze(self, path: str) -> StudyResult:
+        DicomStandIn.analysed.append(path)
+        return result_of(Path(path), source=path)
+
+
+def test_dicom_sr_writes_the_documents_of_a_dicom_series_and_refuses_other_inputs(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(cli, "VfqClient", DicomStandIn)
+    DicomStandIn.analysed = []
+    series = str(write_identified_series(tmp_path / "in" / "ct_dicom"))
+    out = tmp_path / "out"
+    argv = ["analyze", series, "in/chest.nii.gz", "--out", str(out), "--dicom-sr"]
+    point = ["--fracture-threshold", "0.25", "--min-report-grade", "1"]
+    assert run([*argv, *point]) == cli.EXIT_FAILED
+    assert DicomStandIn.analysed == [series]  # the NIfTI fails before any request
+    error = json.loads((out / "chest" / cli.ERROR_NAME).read_text())
+    assert error["type"] == "DicomSourceError" and "NIfTI file" in error["message"]
+    assert "chest: DicomSourceError" in capsys.readouterr().err
+    study = out / "ct_dicom"
+    assert pydicom.dcmread(study / cli.SR_NAME).Modality == "SR"
+    assert pydicom.dcmread(study / cli.KEY_IMAGE_NAME).Modality == "OT"
+    report = json.loads((study / cli.REPORT_NAME).read_text())
+    assert report["operating_point"] == {"fracture_threshold": 0.25, "min_report_grade": 1}
+    with (out / cli.CSV_NAME).open(newline="") as f:
+        assert {row["fracture_threshold"] for row in csv.DictReader(f)} == {"0.25"}
+
+    DicomStandIn.analysed = []  # done at this operating point, with its documents: skipped
+    assert run([*argv[:2], *argv[3:], *point]) == cli.EXIT_OK and DicomStandIn.analysed == []
+    assert run([*argv[:2], *argv[3:]]) == cli.EXIT_OK  # another operating point: redone
+    assert DicomStandIn.analysed == [series]
+    assert json.loads((study / cli.REPORT_NAME).read_text())["operating_point"]["fracture_threshold"] == 0.2
+    # without --dicom-sr a redone study loses the documents of the earlier run
+    assert run(["analyze", series, "--out", str(out), "--force"]) == cli.EXIT_OK
+    assert sorted(p.name for p in study.iterdir()) == [cli.OVERLAY_NAME, cli.REPORT_NAME]
+
+
 # ---------------------------------------------------------------------- usage and dispatch
 
 
@@ -244,6 +291,10 @@ def test_usage_errors_are_exit_2(tmp_path, capsys):
     assert run(["analyze", "ct.nii.gz"]) == cli.EXIT_USAGE  # no --out
     assert run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--timeout", "-1"]) == cli.EXIT_USAGE
     assert run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--compression", "zstd"]) == cli.EXIT_USAGE
+    assert (
+        run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--fracture-threshold", "0.3"]) == cli.EXIT_USAGE
+    )
+    assert run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--min-report-grade", "4"]) == cli.EXIT_USAGE
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert run(["analyze", "ct.nii.gz", "--out", str(blocked / "sub")]) == cli.EXIT_USAGE
@@ -255,7 +306,8 @@ def test_help_documents_the_exit_codes(capsys):
     text = capsys.readouterr().out
     for code in ("0", "1", "2", "3"):
         assert f"\n  {code} " in text
-    for flag in ("--url", "--out", "--timeout", "--shared-memory", "--compression", "--force"):
+    flags = ("--url", "--out", "--timeout", "--shared-memory", "--compression", "--force", "--dicom-sr")
+    for flag in (*flags, "--fracture-threshold", "--min-report-grade"):
         assert flag in text
 
 

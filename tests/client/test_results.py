@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vfq import __version__
-from vfq.client import CSV_COLUMNS, SCHEMA_ID, ResponseError, StudyResult, result_schema
+from vfq.client import CSV_COLUMNS, SCHEMA_ID, OperatingPoint, ResponseError, StudyResult, result_schema
 from vfq.errors import InputError
 from vfq.genant import GenantGrade
 from vfq.keypoints import KEYPOINT_NAMES, body_center
@@ -78,7 +78,7 @@ def test_from_outputs_decodes_the_values_the_server_sent():
     assert [v.level for v in result.vertebrae] == ["T12", "L1", None]  # "" = unknown level
     assert [v.genant_grade for v in result.vertebrae] == [0, 2, 1]
     assert [v.genant_label for v in result.vertebrae] == ["normal", "moderate", "mild"]
-    assert [v.fractured for v in result.vertebrae] == [False, True, True]
+    assert [result.is_fractured(v) for v in result.vertebrae] == [False, True, True]
     assert result.vertebrae[1].heights_mm == tuple(outputs[HEIGHTS_OUTPUT][1].astype(float).tolist())
     assert result.max_grade == 2
     assert result.study_score == pytest.approx(0.31)
@@ -145,6 +145,28 @@ def test_json_round_trip_keeps_every_field():
     assert StudyResult.from_json_dict(doc).sagittal_image.shape == (0, 0)  # the JSON has no image
 
 
+def test_the_operating_point_flags_fractures_and_travels_with_the_json():
+    result = study(pipeline_outputs(grades=(0, 2, 1))).with_operating_point(OperatingPoint(0.25, 1))
+    assert [result.is_fractured(v) for v in result.vertebrae] == [False, True, False]  # grade 1 is not
+    assert [v.genant_grade for v in result.vertebrae] == [0, 2, 1]  # grades never change with it
+    doc = json.loads(json.dumps(result.to_json_dict()))
+    assert doc["operating_point"] == {"fracture_threshold": 0.25, "min_report_grade": 1}
+    assert [v["fractured"] for v in doc["vertebrae"]] == [False, True, False]
+    assert StudyResult.from_json_dict(doc).operating_point == OperatingPoint(0.25, 1)
+    assert [row["fractured"] for row in result.csv_rows()] == ["false", "true", "false"]
+    assert {row["fracture_threshold"] for row in result.csv_rows()} == {"0.25"}
+
+
+def test_a_document_without_operating_point_reads_at_the_default_one():
+    doc = json.loads(json.dumps(study().to_json_dict()))
+    del doc["operating_point"]  # as vfq wrote it before the operating point existed
+    back = StudyResult.from_json_dict(doc)
+    assert back.operating_point == OperatingPoint(0.20, 0)
+    assert [v["fractured"] for v in back.to_json_dict()["vertebrae"]] == [
+        v["fractured"] for v in doc["vertebrae"]
+    ]
+
+
 def test_json_form_names_frames_and_study_values():
     doc = study(model_version="7").to_json_dict()
     geometry = oblique_geometry()
@@ -185,7 +207,8 @@ def test_the_schema_file_agrees_with_the_code():
     assert schema["properties"]["keypoint_names"]["const"] == list(KEYPOINT_NAMES)
     labels = schema["$defs"]["vertebra"]["properties"]["genant_label"]["enum"]
     assert labels == [grade.name.lower() for grade in GenantGrade]
-    assert set(schema["required"]) == set(study().to_json_dict())
+    assert set(schema["required"]) | {"operating_point"} == set(study().to_json_dict())
+    assert "operating_point" in schema["properties"] and "operating_point" not in schema["required"]
     vertebra_keys = set(study().to_json_dict()["vertebrae"][0])
     assert set(schema["$defs"]["vertebra"]["required"]) == vertebra_keys
 

@@ -347,6 +347,20 @@ def test_synthetic_series_any_file_order_gives_one_volume(
     assert ct.geometry.origin[2] == pytest.approx(start, abs=1e-5)
 
 
+def test_the_series_files_are_those_read_ordered_by_position(tmp_path: Path) -> None:
+    permutation = [3, 0, 4, 1, 2]
+    write_dicom_series(
+        tmp_path, ramp_slices(5), instance_numbers=permutation, names=[f"{p}.dcm" for p in permutation]
+    )
+    (tmp_path / "notes.txt").write_text("not a DICOM file")
+    files = dicom_series.dicom_series_files(tmp_path)
+    assert [f.name for f in files] == [f"{p}.dcm" for p in permutation]  # slice k was named permutation[k]
+    write_dicom_series(tmp_path, ramp_slices(2), series_uid=UID_B, names=["b0", "b1"])
+    with pytest.raises(InconsistentSeriesError, match="holds 2 DICOM series"):
+        dicom_series.dicom_series_files(tmp_path)
+    assert [f.name for f in dicom_series.dicom_series_files(tmp_path, UID_B)] == ["b0", "b1"]
+
+
 def test_synthetic_sagittal_series_keeps_world_positions(tmp_path: Path) -> None:
     """Sagittal slices (rows along P, columns toward I) come back LPS with every voxel in place."""
     row, column = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])

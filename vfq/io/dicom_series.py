@@ -95,6 +95,37 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image
         NotCTError: the series' Modality is not CT.
         InconsistentSeriesError: several series and no ``series_uid``, or not one regular volume.
     """
+    ordered, step, uid = _checked_series(folder, series_uid)
+    output_pixel_id = _output_pixel_type(ordered)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([s.path for s in ordered])
+    if output_pixel_id is not None:
+        reader.SetOutputPixelType(output_pixel_id)
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise UnreadableInputError(
+            f"cannot read the pixels of {_series_name(uid)} in {str(folder)!r}: {itk_reason(e)}"
+        ) from e
+    _check_read_geometry(image, ordered, step, uid)
+    logger.debug("read a DICOM series of %d slices, step %.4g mm", len(ordered), step)
+    return image
+
+
+def dicom_series_files(folder: Path, series_uid: str | None = None) -> list[Path]:
+    """The files of the series that :func:`read_dicom_series` reads from ``folder``, ordered by
+    slice position, after the same header checks (no pixels are read).
+
+    Raises:
+        UnreadableInputError, NotCTError, InconsistentSeriesError: as :func:`read_dicom_series`.
+    """
+    ordered, _, _ = _checked_series(folder, series_uid)
+    return [Path(s.path) for s in ordered]
+
+
+def _checked_series(folder: Path, series_uid: str | None) -> tuple[list[_Slice], float, str]:
+    """The slices of the chosen series ordered by position, their step (mm) and the series UID,
+    after every header check."""
     slices, n_files, n_unreadable = _read_headers(folder)
     if n_files == 0:
         raise UnreadableInputError(
@@ -128,20 +159,7 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> sitk.Image
         )
     _check_modality(series, uid)
     ordered, step = _order_slices(series, uid)
-    output_pixel_id = _output_pixel_type(ordered)
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([s.path for s in ordered])
-    if output_pixel_id is not None:
-        reader.SetOutputPixelType(output_pixel_id)
-    try:
-        image = reader.Execute()
-    except RuntimeError as e:
-        raise UnreadableInputError(
-            f"cannot read the pixels of {_series_name(uid)} in {str(folder)!r}: {itk_reason(e)}"
-        ) from e
-    _check_read_geometry(image, ordered, step, uid)
-    logger.debug("read a DICOM series of %d slices, step %.4g mm", len(ordered), step)
-    return image
+    return ordered, step, uid
 
 
 def _read_headers(folder: Path) -> tuple[list[_Slice], int, int]:
