@@ -64,11 +64,12 @@ def network_config(embedded: model_config_pb2.ModelConfig, target: Target) -> mo
         return config
     config.ClearField("backend")
     config.ClearField("parameters")
+    cpu_instances = embedded.instance_group[0].count
     del config.instance_group[:]
     if target is Target.CPU_CONTAINER:
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ONNX_FILE
-        config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        config.instance_group.add(count=cpu_instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
         config.parameters["intra_op_thread_count"].string_value = str(CPU_THREADS)
         config.parameters["inter_op_thread_count"].string_value = "1"
     else:
