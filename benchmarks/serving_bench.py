@@ -1401,6 +1401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.record:
         BASELINE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, BASELINE)
+        if (args.out / "latency.png").is_file():
+            shutil.copyfile(args.out / "latency.png", BASELINE.with_name("latency.png"))
         README.write_text(replace_marked(README.read_text(), readme_block(results)))
         print(f"recorded {BASELINE.relative_to(REPO)} and the table of {README.relative_to(REPO)}")
     if args.compare and report_comparison(results, args.compare):
