@@ -64,6 +64,8 @@ DEFAULT_URL = "127.0.0.1:8001"
 COMPRESSIONS: tuple[str, ...] = ("gzip", "deflate")
 #: gRPC's largest message (bytes): a whole CT travels in one request, its outputs in one answer.
 MAX_MESSAGE_BYTES = 2**31 - 1
+#: Room left in a message for everything but the CT's bytes.
+MESSAGE_HEADROOM_BYTES = 1 << 20
 #: Longest single readiness probe (s) within :meth:`VfqClient.wait_ready`.
 PROBE_TIMEOUT_S = 5.0
 #: Longest wait (ms) between two reconnection attempts of the channel: a server that comes up is
@@ -261,8 +263,9 @@ class VfqClient:
             source: a name for the result.
 
         Raises:
-            InputError: not a 3D int16 array, a shape that does not match ``geometry``, or one larger
-                than :data:`vfq.preprocess.MAX_SHAPE` (refused before sending).
+            InputError: not a 3D int16 array, a shape that does not match ``geometry``, one larger
+                than :data:`vfq.preprocess.MAX_SHAPE`, or (without shared memory) more bytes than a
+                gRPC message carries (refused before sending).
             ServerUnavailableError: no server answered, even after the retries.
             ModelNotReadyError: the server answered but the model is not loaded.
             RequestTimeoutError: no answer within ``timeout_s``.
@@ -283,6 +286,12 @@ class VfqClient:
             ct_input.set_shared_memory(region.name, array.nbytes)
             seconds["shared_memory_copy"] = time.perf_counter() - start
         else:
+            if array.nbytes > MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES:
+                raise InputError(
+                    f"the CT is {array.nbytes / 2**30:.2f} GiB, more than one gRPC message carries "
+                    f"({MAX_MESSAGE_BYTES / 2**30:.0f} GiB): send it through shared memory (a client on the "
+                    "server's host) or crop / resample it (nothing was sent)"
+                )
             ct_input.set_data_from_numpy(array)
         spacing_input = grpcclient.InferInput(SPACING_INPUT, [3], "FP32")
         spacing_input.set_data_from_numpy(np.asarray(geometry.spacing, dtype=np.float32))

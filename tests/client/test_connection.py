@@ -49,6 +49,16 @@ def test_arrays_the_server_would_refuse_are_refused_locally(array, message):
         client.analyze_array(array, geometry)
 
 
+def test_a_ct_over_two_gib_is_refused_before_sending_unless_it_goes_through_shared_memory():
+    array = np.zeros((2048, 1024, 520), np.int16)  # 2.03 GiB within the voxel limit; calloc'ed, never touched
+    with offline_client() as client, pytest.raises(InputError) as caught:
+        client.analyze_array(array, ImageGeometry(array.shape, (1.0, 0.7, 0.7)))
+    assert str(caught.value) == (
+        "the CT is 2.03 GiB, more than one gRPC message carries (2 GiB): send it through shared memory "
+        "(a client on the server's host) or crop / resample it (nothing was sent)"
+    )
+
+
 def test_an_array_must_match_its_geometry():
     array, _ = small_ct()
     with offline_client() as client, pytest.raises(InputError, match="does not match"):
