@@ -155,32 +155,80 @@ def build_cache(
 
 
 def _write_sample(kind: str, seed: int, folder: str, faithful: bool, fracture_probability: float) -> None:
-    """Generate one sample and write it atomically (module-level: runs in worker processes)."""
-    target = sample_path(folder, kind, seed)
+    """Generate one phantom sample and write it atomically (module-level: runs in worker processes)."""
     if kind == "localizer":
-        s = make_localizer_sample(seed, faithful=faithful)
-        info = s.info
-        arrays = {
-            "image": s.image.astype(np.float16),  # network units, |x| ≤ 2.05: steps of ≤ 1 HU
-            "target": s.target.astype(np.float16),
-            "support": s.support,
-            "shape": np.array(s.geometry.shape),
-            "spacing": np.array(s.geometry.spacing),
-            "origin": np.array(s.geometry.origin),
-        }
+        sample = make_localizer_sample(seed, faithful=faithful)
+        info = sample.info
     else:
-        d = make_detector_sample(seed, spec=sample_spec(seed, fracture_probability=fracture_probability))
-        info = {**d.info, "fracture_probability": fracture_probability}
-        arrays = {
-            "image": d.image.astype(np.float16),
-            "n_s": np.array(d.n_s),
-            "keypoints_sv": d.keypoints_sv.astype(np.float32),
-            "levels": d.levels,
-            "valid": d.valid,
+        sample = make_detector_sample(seed, spec=sample_spec(seed, fracture_probability=fracture_probability))
+        info = {**sample.info, "fracture_probability": fracture_probability}
+    _save(sample_path(folder, kind, seed), info, _sample_arrays(sample))
+
+
+def _sample_arrays(sample: LocalizerSample | DetectorSample) -> dict[str, np.ndarray]:
+    """The arrays a cached sample keeps (images as float16: network units, |x| ≤ 2.05, steps ≤ 1 HU)."""
+    if isinstance(sample, LocalizerSample):
+        return {
+            "image": sample.image.astype(np.float16),
+            "target": sample.target.astype(np.float16),
+            "support": sample.support,
+            "shape": np.array(sample.geometry.shape),
+            "spacing": np.array(sample.geometry.spacing),
+            "origin": np.array(sample.geometry.origin),
         }
+    return {
+        "image": sample.image.astype(np.float16),
+        "n_s": np.array(sample.n_s),
+        "keypoints_sv": sample.keypoints_sv.astype(np.float32),
+        "levels": sample.levels,
+        "valid": sample.valid,
+    }
+
+
+def _save(target: Path, info: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, info=np.array(json.dumps(info)), **arrays)
     os.replace(tmp, target)
+
+
+def build_annotated_cache(kind: str, manifest: str | Path, folder: str | Path) -> dict[str, Any]:
+    """Cache the ``kind`` samples of the annotated CTs of a dataset ``manifest``
+    (:mod:`vfq.export.annotated_data`) into ``folder``, which the datasets then read like phantom caches.
+
+    Scans already cached are skipped; a scan that cannot give a sample (unreadable, or centres only
+    for the detector) is logged and left out, and the others are cached.
+
+    Raises:
+        InputError: unknown kind, a manifest that cannot be read, or a folder holding another cache.
+    """
+    from vfq.export.annotated_data import ANNOTATED_SEED_BASE, annotated_sample, read_manifest
+
+    if kind not in KINDS:
+        raise InputError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
+    scans = read_manifest(manifest)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = _read_manifest(folder)
+    if previous and (previous.get("kind"), previous.get("path")) != (kind, "annotated"):
+        raise InputError(
+            f"{folder} holds a {previous.get('kind')} cache ({previous.get('path')} path); use another folder"
+        )
+    started, skipped = time.perf_counter(), []
+    for index, scan in enumerate(scans):
+        target = sample_path(folder, kind, ANNOTATED_SEED_BASE + index)
+        if target.exists():
+            continue
+        try:
+            sample = annotated_sample(kind, scan, index)
+        except InputError as error:
+            logger.warning("%s left out: %s", scan.ct, error)
+            skipped.append({"ct": str(scan.ct), "reason": str(error)})
+            continue
+        _save(target, sample.info, _sample_arrays(sample))
+    result = _rebuild_manifest(folder, kind, "annotated")
+    result["last_build"] = {"skipped": skipped, "seconds": round(time.perf_counter() - started, 2)}
+    _write_json(folder / MANIFEST, result)
+    return result
 
 
 def load_sample(path: str | Path) -> dict[str, Any]:
@@ -340,10 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m vfq.export.datasets localizer out/cache/localizer --seeds 0:300 [--faithful]``."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="vfq-cache", description="Cache phantom training samples.")
+    parser = argparse.ArgumentParser(
+        prog="vfq-cache", description="Cache training samples: phantoms or annotated CTs."
+    )
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--seeds", default="0:300", help="start:stop (Python range), default 0:300")
+    parser.add_argument(
+        "--annotated", type=Path, metavar="MANIFEST", help="cache annotated CTs of a dataset manifest instead"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--faithful", action="store_true", help="localizer: full-resolution render")
     parser.add_argument(
@@ -355,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start, _, stop = args.seeds.partition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.annotated:
+        manifest = build_annotated_cache(args.kind, args.annotated, args.folder)
+        logger.info("%s: %d annotated samples", args.folder, manifest["count"])
+        return 0
     manifest = build_cache(
         args.kind,
         range(int(start), int(stop)),
