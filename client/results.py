@@ -45,6 +45,7 @@ from vfq.tensors import (
     PIPELINE_OUTPUTS,
     SAGITTAL_IMAGE_OUTPUT,
     SAGITTAL_KEYPOINTS_OUTPUT,
+    decode_text,
 )
 from vfq.volume import ImageGeometry
 
@@ -286,7 +287,7 @@ class StudyResult:
         world = geometry.voxel_to_world(keypoints)
         vertebrae = tuple(
             VertebraResult(
-                level=_text(levels[i]) or None,
+                level=decode_text(levels[i]) or None,
                 keypoints_voxel=keypoints[i],
                 keypoints_world=world[i],
                 keypoints_sagittal=sagittal_keypoints[i],
@@ -300,7 +301,7 @@ class StudyResult:
         return cls(
             source=source,
             vertebrae=vertebrae,
-            not_assessable=_text(reason[0]) or None,
+            not_assessable=decode_text(reason[0]) or None,
             sagittal_image=image,
             geometry=geometry,
             seconds=dict(seconds or {}),
@@ -460,11 +461,6 @@ def _output(outputs: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]
             f"repository and this client (vfq {__version__}) disagree on the API; use matching versions"
         )
     return array.astype(dtype, copy=False)
-
-
-def _text(value: Any) -> str:
-    """A BYTES element as text (UTF-8)."""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _cell(value: Any) -> str:

@@ -253,6 +253,10 @@ def test_not_ct_is_refused(array) -> None:
     with pytest.raises(NotCTError, match="does not look like CT in Hounsfield units") as info:
         validate_ct(array, (1, 1, 1))
     assert "expected ≥ 1%" in str(info.value)
+    # A later step of the same request skips the value check (preprocess made it), not the others.
+    assert validate_ct(array, (1, 1, 1), check_values=False).array is array
+    with pytest.raises(InputError, match="spacing must be 3 finite values"):
+        validate_ct(array, (1, 0, 1), check_values=False)
 
 
 # ---------------------------------------------------------------------- spine curve from a heatmap

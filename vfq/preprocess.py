@@ -107,12 +107,16 @@ MIN_SPINE_EXTENT_MM = 40.0
 # ---------------------------------------------------------------------- step 1: validation
 
 
-def validate_ct(array: np.ndarray, spacing: Sequence[float] | np.ndarray) -> CTVolume:
+def validate_ct(
+    array: np.ndarray, spacing: Sequence[float] | np.ndarray, *, check_values: bool = True
+) -> CTVolume:
     """Check a CT request and wrap it, without copying, as a :class:`~vfq.volume.CTVolume`.
 
     Args:
         array: ``(nz, ny, nx)`` int16 Hounsfield units, axes ``(z, y, x)`` of an LPS volume.
         spacing: voxel size ``(z, y, x)`` in mm.
+        check_values: also check that the values look like CT (:class:`NotCTError`); a step that
+            follows one which checked them skips it.
 
     Returns:
         The CT with geometry ``ImageGeometry(shape, spacing)`` (origin 0, identity direction): the
@@ -154,7 +158,8 @@ def validate_ct(array: np.ndarray, spacing: Sequence[float] | np.ndarray) -> CTV
             f"CT extent (z, y, x) = ({extent[0]:.0f}, {extent[1]:.0f}, {extent[2]:.0f}) mm exceeds the limit "
             f"{MAX_EXTENT_MM} mm (voxels × spacing); check the spacing, or crop the scan to the spine"
         )
-    _check_looks_like_ct(arr)
+    if check_values:
+        _check_looks_like_ct(arr)
     return CTVolume(array=arr, geometry=ImageGeometry(shape=arr.shape, spacing=spacing_zyx))
 
 

@@ -127,3 +127,17 @@ PIPELINE_OUTPUTS: tuple[str, ...] = (
 CURVE_TENSOR = "SPINE_CURVE"
 GRID_TENSOR = "STRAIGHTENED_GRID"
 STRAIGHTEN_STATUS = "STRAIGHTEN_STATUS"
+
+
+#: The text encoding of every BYTES tensor element (levels, reasons).
+TEXT_ENCODING = "utf-8"
+
+
+def encode_text(text: str) -> bytes:
+    """A BYTES tensor element holding ``text``."""
+    return text.encode(TEXT_ENCODING)
+
+
+def decode_text(element: bytes | str) -> str:
+    """The text of a BYTES tensor element (tritonclient gives ``bytes``, some callers ``str``)."""
+    return element.decode(TEXT_ENCODING) if isinstance(element, bytes) else str(element)

@@ -114,9 +114,6 @@ class PythonStep:
             responses.append(response)
         return responses
 
-    def finalize(self) -> None:
-        """Nothing to release: sessions and arrays go with the process."""
-
     def _arrays(self, request: Any) -> dict[str, np.ndarray]:
         arrays = {}
         for name in self.inputs:

@@ -53,6 +53,8 @@ from vfq.tensors import (
     SAGITTAL_KEYPOINTS_OUTPUT,
     SPACING_INPUT,
     STRAIGHTEN_STATUS,
+    decode_text,
+    encode_text,
 )
 from vfq.volume import ImageGeometry
 
@@ -91,7 +93,7 @@ def straighten(ct: np.ndarray, spacing: np.ndarray, heatmap: np.ndarray) -> Tens
         curve has no rows and ``SAGITTAL`` is one air tile ``[1, 1, 16, 96]`` (the ensemble always runs
         every step; the detector's answer on it is ignored).
     """
-    volume = validate_ct(ct, spacing)
+    volume = validate_ct(ct, spacing, check_values=False)  # preprocess checked them in this ensemble
     grid = localizer_grid(volume.geometry)
     heatmap = np.asarray(heatmap)
     expected = (1, 1, *grid.geometry.shape)
@@ -153,7 +155,7 @@ def public_outputs(
         GENANT_GRADE_OUTPUT: vertebrae.grade.astype(np.int32),
         DETECTION_SCORE_OUTPUT: vertebrae.detection_score.astype(np.float32),
         LEVEL_OUTPUT: np.array(
-            [b"" if level is None else level.name.encode() for level in vertebrae.levels], object
+            [encode_text("" if level is None else level.name) for level in vertebrae.levels], object
         ),
         SAGITTAL_IMAGE_OUTPUT: np.ascontiguousarray(sagittal_hu, np.float32),
         SAGITTAL_KEYPOINTS_OUTPUT: vertebrae.keypoints_sagittal.astype(np.float32).reshape(
@@ -217,10 +219,9 @@ def unpack_frame(packed: np.ndarray, spacing: np.ndarray) -> StraightenFrame:
 
 
 def _bytes(text: str) -> np.ndarray:
-    return np.array([text.encode("utf-8")], dtype=object)
+    return np.array([encode_text(text)], dtype=object)
 
 
 def text_of(tensor: np.ndarray) -> str:
-    """The first string of a BYTES tensor."""
-    value = np.asarray(tensor).reshape(-1)[0]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    """The text of a one-element BYTES tensor."""
+    return decode_text(np.asarray(tensor).reshape(-1)[0])
