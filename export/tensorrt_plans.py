@@ -245,11 +245,12 @@ def run_plan(plan: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:
             cudart.cudaFree(pointer)
 
 
-def verification_inputs() -> dict[str, np.ndarray]:
-    """The localizer and detector inputs of a phantom CT (512 × 512 × 300, 0.7 × 0.7 × 1 mm), made by
-    the server's own steps, the heatmap from ONNX Runtime on the source repository's localizer."""
+def verification_inputs(source: Path) -> dict[str, np.ndarray]:
+    """Each network's input on a phantom CT (512 × 512 × 300, 0.7 × 0.7 × 1 mm), made by the server's
+    own steps; the detector's from the heatmap of the ``source`` repository's localizer on ONNX Runtime."""
     from vfq.phantoms import Acquisition, generate, sample_spec
     from vfq.phantoms.generate import FieldOfView
+    from vfq.runtime import OnnxRunner
     from vfq.server import steps
 
     spec = sample_spec(
@@ -257,10 +258,11 @@ def verification_inputs() -> dict[str, np.ndarray]:
     )
     ct = generate(spec).ct
     spacing = np.float32(ct.geometry.spacing)
+    coarse = steps.preprocess(ct.array, spacing)[LOCALIZER_INPUT]
+    heatmap = OnnxRunner(source / LOCALIZER_MODEL / "1" / ONNX_FILE)(coarse)[0]
     return {
-        LOCALIZER_MODEL: steps.preprocess(ct.array, spacing)[LOCALIZER_INPUT],
-        "ct": ct.array,
-        "spacing": spacing,
+        LOCALIZER_MODEL: coarse,
+        DETECTOR_MODEL: steps.straighten(ct.array, spacing, heatmap)[DETECTOR_INPUT],
     }
 
 
@@ -302,18 +304,9 @@ def build_repository(source: Path, out: Path, precision: str, timing_cache: Path
             continue
         yield f"{model}: building a {precision} plan on {where}"
         build_plan(onnx, plan, record.profile, precision, timing_cache)
-        inputs = inputs or verification_inputs()
-        tensor = inputs[LOCALIZER_MODEL] if model == LOCALIZER_MODEL else _detector_input(inputs, source)
-        yield from verify_plan(plan, onnx, tensor, precision)
+        inputs = inputs or verification_inputs(source)
+        yield from verify_plan(plan, onnx, inputs[model], precision)
         record_path.write_text(record.to_json(), encoding="utf-8")
-
-
-def _detector_input(inputs: dict[str, np.ndarray], source: Path) -> np.ndarray:
-    from vfq.runtime import OnnxRunner
-    from vfq.server import steps
-
-    heatmap = OnnxRunner(source / LOCALIZER_MODEL / "1" / ONNX_FILE)(inputs[LOCALIZER_MODEL])[0]
-    return steps.straighten(inputs["ct"], inputs["spacing"], heatmap)[DETECTOR_INPUT]
 
 
 def check_repository(repository: Path) -> Iterator[str]:

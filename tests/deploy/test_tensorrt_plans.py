@@ -77,3 +77,16 @@ def test_without_tensorrt_the_build_says_where_plans_are_built(tmp_path, capsys)
     assert (
         "TensorRT is not installed here: build plans inside the server's container" in capsys.readouterr().err
     )
+
+
+def test_the_verification_tensors_are_the_servers_own_and_inside_the_profiles():
+    from pathlib import Path
+
+    from vfq.export.repository import SOURCE_REPOSITORY
+
+    tensors = plans.verification_inputs(Path(SOURCE_REPOSITORY))
+    assert set(tensors) == set(plans.PROFILES)
+    for model, tensor in tensors.items():
+        assert tensor.dtype.name == "float32" and plans.PROFILES[model].covers(tensor.shape), model
+    assert tensors["spine_localizer"].shape == plans.LOCALIZER_PROFILE.opt  # the profile's optimum
+    assert tensors["vertebra_detector"].shape[2] >= 256  # a whole-spine phantom straightened
