@@ -27,6 +27,13 @@ RUN python3 -m pip install --no-cache-dir -c constraints.txt ".[server]" \
     && vfq-repository write --target cpu-container --out /opt/vfq/model_repository_cpu \
     && mkdir -p /plan-cache && chown 1000:1000 /plan-cache
 
+# tcmalloc (the NGC image ships it) at one path for every architecture, preloaded into tritonserver
+# and its python-backend stubs: glibc's malloc maps and zeroes fresh pages for every CT a python step
+# receives (vfq/server/embedded.py). The Helm chart sets LD_PRELOAD from server.allocator.
+RUN mkdir -p /opt/vfq/lib \
+    && ln -s "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc.so.4" /opt/vfq/lib/libtcmalloc.so \
+    && test -e /opt/vfq/lib/libtcmalloc.so
+
 # The NGC image's non-root user (triton-server, uid 1000).
 USER 1000
 WORKDIR /opt/vfq
@@ -34,4 +41,4 @@ EXPOSE 8000 8001 8002
 
 # Build (or keep) the plans for this GPU, check them, then serve. HTTP is off; Kubernetes sets its own
 # command (helm/vfq).
-CMD ["sh", "-c", "vfq-repository build-plans --source /opt/vfq/model_repository --out /plan-cache/model_repository --timing-cache /plan-cache/timing.cache && vfq-repository check-plans --repository /plan-cache/model_repository && exec tritonserver --model-repository=/plan-cache/model_repository --model-control-mode=none --strict-readiness=true --allow-http=false --exit-timeout-secs=30"]
+CMD ["sh", "-c", "vfq-repository build-plans --source /opt/vfq/model_repository --out /plan-cache/model_repository --timing-cache /plan-cache/timing.cache && vfq-repository check-plans --repository /plan-cache/model_repository && exec env LD_PRELOAD=/opt/vfq/lib/libtcmalloc.so tritonserver --model-repository=/plan-cache/model_repository --model-control-mode=none --strict-readiness=true --allow-http=false --exit-timeout-secs=30"]

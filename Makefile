@@ -16,13 +16,15 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 # loads on 3.11).
 HELM_SDKPY := helm-sdkpy==0.1.32
 
-# System packages: libpython3.11 (the embedded Triton's python-backend stub) and dicom3tools
-# (dciodvfy, the DICOM validator the SR tests run).
-SYSTEM_PACKAGES := libpython3.11 dicom3tools
+# System packages: libpython3.11 (the embedded Triton's python-backend stub), libtcmalloc-minimal4
+# (the allocator the embedded Triton preloads, vfq/server/embedded.py) and dicom3tools (dciodvfy,
+# the DICOM validator the SR tests run).
+SYSTEM_PACKAGES := libpython3.11 libtcmalloc-minimal4 dicom3tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml constraints.txt
-	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0' || ! command -v dciodvfy >/dev/null; then \
+	@if ! ldconfig -p | grep -q 'libpython3.11.so.1.0' || ! ldconfig -p | grep -q 'libtcmalloc_minimal.so.4' \
+	    || ! command -v dciodvfy >/dev/null; then \
 	  echo "installing the system packages $(SYSTEM_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); fi

@@ -56,7 +56,7 @@ from vfq.io import read_ct
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
 from vfq.phantoms.writers import write_dicom_series, write_nifti
 from vfq.pipeline import Analysis, analyze
-from vfq.server.embedded import EmbeddedServer
+from vfq.server.embedded import ALLOCATORS, EmbeddedServer
 from vfq.tensors import (
     DECODER_MODEL,
     DETECTOR_MODEL,
@@ -1228,6 +1228,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--record", action="store_true", help=f"keep the results as {BASELINE.relative_to(REPO)}"
     )
     parser.add_argument("--compare", type=Path, help="a recorded results.json: exit 1 on a regression")
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        help="serve this repository (another thread or instance setting); default the checkout's",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default=ALLOCATORS[0],
+        help="memory allocator of the server's processes (default tcmalloc)",
+    )
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 5)
     args.sizes = [int(s) for s in (args.sizes or ("100,300" if args.quick else "100,300,600")).split(",")]
@@ -1299,8 +1310,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     read_s = read_times(reference, args.out / "inputs")
     compute = {"matmul_flop_per_s_per_core": matmul_flops_per_core(), "copy_bytes_per_s": copy_bandwidth()}
 
-    with EmbeddedServer(log=args.out / "tritonserver.log") as server:
+    with EmbeddedServer(
+        args.model_repository, log=args.out / "tritonserver.log", allocator=args.allocator
+    ) as server:
         assert server.process is not None
+        print(f"server allocator: {server.preload or 'glibc malloc'}")
         probe = ServerProbe(server.grpc_url, server.metrics_url)
         triton_version = probe.triton_version()
         compute["network_threads"] = min(probe.network_threads(), started["usable_cores"])
@@ -1343,6 +1357,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "quick": args.quick,
             "full": args.full,
             "reference": reference.name,
+            "model_repository": os.path.relpath(server.model_repository, REPO),
+            "server_allocator": server.preload or "glibc malloc",
+            "in_process_allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
         },
         "compute": compute,
         "read_s": read_s,

@@ -37,3 +37,11 @@ def test_the_image_installs_the_server_extra_under_the_numpy_pin_and_runs_as_uid
     assert instructions("USER") == ["1000"]
     assert "--target gpu --out /opt/vfq/model_repository " in DOCKERFILE
     assert "vfq-repository check-plans" in DOCKERFILE
+
+
+def test_triton_runs_on_the_tcmalloc_the_image_checked_it_has():
+    assert 'ln -s "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc.so.4" /opt/vfq/lib/libtcmalloc.so' in DOCKERFILE
+    assert "test -e /opt/vfq/lib/libtcmalloc.so" in DOCKERFILE  # the build fails without it
+    (command,) = instructions("CMD")
+    assert "exec env LD_PRELOAD=/opt/vfq/lib/libtcmalloc.so tritonserver " in command
+    assert command.count("LD_PRELOAD") == 1  # the plan builder runs on the system's malloc

@@ -31,6 +31,9 @@ SERVICE = f"{RELEASE}.{NAMESPACE}.svc"
 # Helm's lint severities (pkg/lint/support).
 INFO, WARNING, ERROR = 1, 2, 3
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
+#: Where the derived image (Dockerfile) links the NGC image's tcmalloc, and what the chart preloads.
+IMAGE_TCMALLOC = "/opt/vfq/lib/libtcmalloc.so"
+DOCKERFILE = (CHART.parents[1] / "Dockerfile").read_text(encoding="utf-8")
 
 #: The deployment variants of the chart README, as values given to `helm install`.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -71,7 +74,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
     },
     "http": {
-        "server": {"http": {"enabled": True}, "trace": {"level": "TIMESTAMPS", "rate": 100}},
+        "server": {
+            "http": {"enabled": True},
+            "trace": {"level": "TIMESTAMPS", "rate": 100},
+            "allocator": "system",
+        },
         "image": {"digest": "sha256:" + "ab" * 32},
     },
 }
@@ -218,6 +225,7 @@ def test_the_schema_closes_every_object_with_fixed_keys():
         ({"image": {"digest": "sha256:123"}}, SCHEMA_ERROR),
         ({"server": {"trace": {"level": "TENSORS"}}}, SCHEMA_ERROR),
         ({"server": {"http": {"enabled": "yes"}}}, SCHEMA_ERROR),
+        ({"server": {"allocator": "jemalloc"}}, SCHEMA_ERROR),
         ({"target": "tpu"}, SCHEMA_ERROR),
         ({"modelRepository": {"source": "nfs"}}, SCHEMA_ERROR),
         ({"modelRepository": {"source": "pvc"}}, SCHEMA_ERROR),  # no claim
@@ -430,6 +438,18 @@ def test_gpus_are_requested_on_the_gpu_target_only(rendered, variant):
     assert ("--cuda-memory-pool-byte-size=0:402653184" in rendered[variant].server["args"]) is not cpu
     gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     assert (gpu_toleration in pod.get("tolerations", [])) is not cpu
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_triton_runs_on_the_images_tcmalloc_unless_told_otherwise(rendered, variant):
+    preload = rendered[variant].env().get("LD_PRELOAD")
+    if variant == "http":  # server.allocator: system
+        assert preload is None
+    else:
+        assert preload == {"name": "LD_PRELOAD", "value": IMAGE_TCMALLOC}
+        assert f'ln -s "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc.so.4" {IMAGE_TCMALLOC}' in DOCKERFILE
+    for container in rendered[variant].pod.get("initContainers", []):  # the plan builder: no preload
+        assert "LD_PRELOAD" not in {e["name"] for e in container.get("env", [])}
 
 
 def health_command(tls: bool = False) -> list[str]:
