@@ -46,6 +46,8 @@ class TrainConfig:
         log_every: steps between loss lines.
         checkpoint_seconds: seconds between resume points.
         max_steps: stop after this many steps in all (resumed runs included), if given.
+        input_pool: the localizer's :attr:`~vfq.export.networks.LocalizerConfig.input_pool`
+            (1: the shipped network; 2: about 6× faster, less precise).
     """
 
     network: str
@@ -59,13 +61,15 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_seconds: float = 120.0
     max_steps: int | None = None
+    input_pool: int = 1
 
 
 def _model_and_data(config: TrainConfig) -> tuple[torch.nn.Module, torch.utils.data.Dataset]:
     from vfq.export import datasets, networks
 
     if config.network == "localizer":
-        return networks.SpineLocalizer(), datasets.LocalizerDataset(config.cache, seed=config.seed)
+        model = networks.SpineLocalizer(networks.LocalizerConfig(input_pool=config.input_pool))
+        return model, datasets.LocalizerDataset(config.cache, seed=config.seed)
     if config.network == "detector":
         return networks.VertebraDetector(), datasets.DetectorDataset(config.cache, seed=config.seed)
     raise ValueError(f"unknown network {config.network!r}; expected one of {NETWORKS}")
@@ -193,7 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--input-pool",
+        type=int,
+        default=1,
+        help="localizer only: run its U-Net on the input pooled by this factor (2: faster, less precise)",
+    )
     args = parser.parse_args(argv)
+    if args.input_pool != 1 and args.network != "localizer":
+        parser.error("--input-pool applies to the localizer only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(
         TrainConfig(
@@ -205,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.learning_rate,
             args.seed,
             args.threads,
+            input_pool=args.input_pool,
         )
     )
     return 0

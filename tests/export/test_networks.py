@@ -263,10 +263,24 @@ def test_checkpoint_round_trip_restores_weights_metadata_and_extra(tmp_path) -> 
 
 
 def test_checkpoint_keeps_a_non_default_config(tmp_path) -> None:
-    model = SpineLocalizer(LocalizerConfig(channels=(4, 8, 16)))
+    model = SpineLocalizer(LocalizerConfig(channels=(4, 8, 16), input_pool=2))
     loaded = load_checkpoint(save_checkpoint(tmp_path / "small.pt", model), "SpineLocalizer")
-    assert loaded.model.config == LocalizerConfig(channels=(4, 8, 16))
-    assert loaded.model.required_multiple == 4
+    assert loaded.model.config == LocalizerConfig(channels=(4, 8, 16), input_pool=2)
+    assert loaded.model.required_multiple == 8  # pooled by 2, then halved twice
+    assert SpineLocalizer(LocalizerConfig(channels=(4, 8, 16))).required_multiple == 4
+
+
+def test_a_pooled_localizer_runs_its_u_net_on_the_grid_pooled_twofold() -> None:
+    model = SpineLocalizer(LocalizerConfig(input_pool=2)).eval()
+    seen: list[tuple[int, ...]] = []
+    model.encoders[0].register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape)))
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 32, 48, 64))
+    assert seen == [(1, 8, 16, 24, 32)]  # 8 mm
+    assert tuple(out.shape) == (1, 1, 32, 48, 64)  # back on the 4 mm input grid
+    assert model.describe((1, 1, 80, 96, 96)).macs < SpineLocalizer().describe().macs / 7
+    with pytest.raises(ValueError, match="input_pool must be >= 1, got 0"):
+        SpineLocalizer(LocalizerConfig(input_pool=0))
 
 
 def test_loading_another_architecture_is_refused(tmp_path) -> None:

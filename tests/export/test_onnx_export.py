@@ -209,7 +209,7 @@ def test_metadata_records_architecture_and_contract(localizer_onnx: Path, detect
     assert loc["architecture"] == "SpineLocalizer" and loc["architecture_version"] == SpineLocalizer.VERSION
     assert loc["contract"] == SpineLocalizer.contract()
     assert loc["contract"]["LOCALIZER_SPACING_MM"] == tensors.LOCALIZER_SPACING_MM
-    assert loc["config"] == {"channels": [8, 16, 32, 64]} and loc["opset"] == 17
+    assert loc["config"] == {"channels": [8, 16, 32, 64], "input_pool": 1} and loc["opset"] == 17
     det = read_onnx_metadata(detector_onnx)
     assert det["architecture"] == "VertebraDetector"
     assert det["contract"]["DETECTOR_LEVEL_CLASSES"] == [lv.value for lv in tensors.DETECTOR_LEVEL_CLASSES]

@@ -15,7 +15,7 @@ from vfq.export.detector_data import DetectorAugmentation
 from vfq.export.localizer_data import LocalizerAugmentation
 from vfq.export.losses import detector_loss, localizer_loss
 from vfq.export.networks import SpineLocalizer, VertebraDetector, load_checkpoint
-from vfq.export.train import TrainConfig, train
+from vfq.export.train import TrainConfig, main, train
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,16 @@ def test_training_run_resumes_and_saves_loadable_weights(caches, tmp_path, caplo
     checkpoint = load_checkpoint(second)
     assert isinstance(checkpoint.model, VertebraDetector)
     assert checkpoint.extra["steps"] == 4
+
+
+def test_the_cli_trains_a_pooled_localizer_when_asked(caches, tmp_path):
+    out = tmp_path / "pooled"
+    args = ["localizer", "--cache", str(caches / "localizer"), "--out", str(out), "--batch-size", "1"]
+    assert main([*args, "--input-pool", "2", "--minutes", "0.02"]) == 0
+    model = load_checkpoint(out / "model.pt", "SpineLocalizer").model
+    assert model.config.input_pool == 2 and model.required_multiple == 16
+    with pytest.raises(SystemExit):
+        main(["detector", "--cache", str(caches / "detector"), "--out", str(out), "--input-pool", "2"])
 
 
 def test_localizer_learns_the_tube_of_one_batch(caches):
