@@ -383,6 +383,24 @@ def test_synthetic_sagittal_series_keeps_world_positions(tmp_path: Path) -> None
         np.testing.assert_allclose(ct.geometry.voxel_to_world(voxel), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_headers_read_on_threads_come_back_as_on_one(tmp_path: Path, monkeypatch, threads: int) -> None:
+    permutation = [5, 0, 3, 6, 1, 4, 2]
+    write_dicom_series(
+        tmp_path, ramp_slices(7), instance_numbers=permutation, names=[f"{p}.dcm" for p in permutation]
+    )
+    for name in ("0.txt", "3.5.txt", "9.txt"):  # unreadable files at the start, middle and end
+        (tmp_path / name).write_text("not a DICOM file")
+    monkeypatch.setattr(dicom_series, "_HEADER_THREADS", 1)
+    one, n_files, n_unreadable = dicom_series._read_headers(tmp_path)
+    monkeypatch.setattr(dicom_series, "_HEADER_THREADS", threads)
+    several = dicom_series._read_headers(tmp_path)
+    assert (n_files, n_unreadable) == (10, 3) == several[1:]
+    assert [s.path for s in several[0]] == [s.path for s in one] == sorted(s.path for s in one)
+    assert [s.instance_number for s in several[0]] == [str(k) for k in range(7)]
+    assert [f.name for f in dicom_series.dicom_series_files(tmp_path)] == [f"{p}.dcm" for p in permutation]
+
+
 def test_synthetic_series_ignores_other_files_in_the_folder(tmp_path: Path) -> None:
     write_dicom_series(tmp_path, ramp_slices(3))
     (tmp_path / "notes.txt").write_text("not a DICOM file")

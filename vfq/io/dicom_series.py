@@ -1,8 +1,9 @@
 """Checking and reading a DICOM CT series: one regular volume, ordered by slice position.
 
-The files' headers are read first (no pixels), grouped by SeriesInstanceUID; the chosen series must
-be CT, its slices must share orientation, size and pixel spacing, and their positions along the
-slice normal must form one regular grid (no duplicates, no gaps). Slices are ordered by that
+The files' headers are read first (no pixels; on a few threads, as GDCM lets go of Python's lock
+while it parses), grouped by SeriesInstanceUID; the chosen series must be CT, its slices must share
+orientation, size and pixel spacing, and their positions along the slice normal must form one
+regular grid (no duplicates, no gaps). Slices are ordered by that
 position, never by InstanceNumber or file name. Only then are the pixels read
 (``sitk.ImageSeriesReader``), and the geometry SimpleITK derives is checked against the headers.
 The tolerances are the module constants below. Nothing read here is logged apart from counts.
@@ -14,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,10 @@ IN_PLANE_ALIGNMENT_TOLERANCE_PIXELS = 0.1
 #: A CT volume has at least this many slices along every axis; fewer is a 2D image.
 MIN_SLICES = 2
 _MAX_LISTED = 10  # positions / steps quoted in one error message
+#: Threads that read the headers (on 2 cores, 300 slices of 512×512: 0.17 s on one thread, 0.09 s on
+#: two). The pixels are read on one: reading runs of slices on two threads took 0.21 s instead of
+#: 0.35 s, but stacking the runs into one image cost more than that.
+_HEADER_THREADS = min(4, os.cpu_count() or 1)
 
 # DICOM tags (group|element, as SimpleITK names them).
 _MODALITY = "0008|0060"
@@ -163,26 +169,37 @@ def _checked_series(folder: Path, series_uid: str | None) -> tuple[list[_Slice],
 
 
 def _read_headers(folder: Path) -> tuple[list[_Slice], int, int]:
-    """Headers of the DICOM files directly in ``folder``: (slices, number of files, unreadable)."""
-    reader = sitk.ImageFileReader()
-    reader.SetImageIO("GDCMImageIO")
-    slices: list[_Slice] = []
-    n_files = n_unreadable = 0
+    """Headers of the DICOM files directly in ``folder``: (slices, number of files, unreadable).
+
+    The sorted file list is cut into one contiguous run per thread, so the slices come back in the
+    files' order whatever the thread count.
+    """
     try:
         with os.scandir(folder) as entries:
             files = sorted(e.path for e in entries if e.is_file())
     except OSError as e:
         raise UnreadableInputError(f"cannot list the folder {str(folder)!r}: {e.strerror or e}") from e
+    runs = np.array_split(np.arange(len(files)), max(1, min(_HEADER_THREADS, len(files))))
+    with ThreadPoolExecutor(len(runs)) as pool:
+        parts = list(pool.map(_headers_of, [[files[i] for i in run] for run in runs]))
+    slices = [s for part in parts for s in part if s is not None]
+    return slices, len(files), sum(s is None for part in parts for s in part)
+
+
+def _headers_of(files: Sequence[str]) -> list[_Slice | None]:
+    """The header of each file (``None``: not a readable DICOM image), with one reader."""
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    slices: list[_Slice | None] = []
     for file in files:
-        n_files += 1
         reader.SetFileName(file)
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            n_unreadable += 1
+            slices.append(None)
             continue
         slices.append(_slice_from_header(reader, file))
-    return slices, n_files, n_unreadable
+    return slices
 
 
 def _slice_from_header(reader: sitk.ImageFileReader, file: str) -> _Slice:
