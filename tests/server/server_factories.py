@@ -1,11 +1,14 @@
-"""What the server tests share: the phantom they send, the in-process reference, a raw infer call."""
+"""What the server tests share: the phantom they send, the in-process reference, a raw infer call,
+the metrics as Prometheus samples."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 
 from vfq.export.evaluate import Networks
 from vfq.genant import FractureType
@@ -58,3 +61,18 @@ def infer(url: str, ct: np.ndarray, spacing, timeout_s: float = 120.0) -> dict[s
             client_timeout=timeout_s,
         )
         return {name: result.as_numpy(name) for name in PIPELINE_OUTPUTS}
+
+
+def scrape(server) -> dict[tuple[str, tuple], float]:
+    """Every sample on the server's metrics port: ``{(name, sorted labels): value}``."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

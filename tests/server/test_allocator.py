@@ -1,14 +1,22 @@
 """The memory allocator of the embedded Triton (vfq.server.embedded): tcmalloc preloaded into the
-server and every python-backend stub, glibc's malloc when asked, a warning when it is missing."""
+server and every python-backend stub, glibc's malloc when asked, a warning when it is missing; what
+a step's process keeps of it bounded by ``max_retained_mb`` (vfq.server.memory)."""
 
 from __future__ import annotations
 
 import ctypes.util
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from server_factories import scrape, value
 
+from vfq.client import VfqClient
+from vfq.export.repository import write_repository
 from vfq.server.embedded import EmbeddedServer, allocator_preload
+from vfq.server.memory import RetainedMemoryCap
+from vfq.volume import ImageGeometry
 
 
 def descendants(pid: int) -> list[int]:
@@ -33,13 +41,28 @@ def mapped_libraries(pid: int) -> set[str]:
     return {Path(line.split()[-1]).name for line in maps if line.endswith(".so") or ".so." in line}
 
 
+def stubs_of(server: EmbeddedServer, model: str | None = None) -> list[int]:
+    """The python-backend stub processes of ``model`` (of every model for ``None``)."""
+    found = []
+    for pid in descendants(server.process.pid):
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if not arguments[0].endswith(b"triton_python_backend_stub"):
+            continue
+        if model is None or Path(arguments[1].decode()).parts[-3] == model:  # <model>/1/model.py
+            found.append(pid)
+    return found
+
+
+def private_mib(pid: int) -> float:
+    """The process's private resident memory (``RssAnon``), MiB."""
+    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    (line,) = [line for line in status.splitlines() if line.startswith("RssAnon:")]
+    return int(line.split()[1]) / 1024
+
+
 def test_the_server_and_every_stub_run_on_tcmalloc(server):
     assert server.preload is not None, "tcmalloc is missing: `make setup` installs libtcmalloc-minimal4"
-    stubs = [
-        pid
-        for pid in descendants(server.process.pid)
-        if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    stubs = stubs_of(server)
     assert len(stubs) == 10  # five python models, two instances each
     for pid in [server.process.pid, *stubs]:
         assert any(name.startswith("libtcmalloc") for name in mapped_libraries(pid)), pid
@@ -64,3 +87,39 @@ def test_a_missing_tcmalloc_is_a_warning_that_says_what_to_install(monkeypatch):
 def test_an_unknown_allocator_is_refused():
     with pytest.raises(ValueError, match=r"must be one of \('tcmalloc', 'system'\), got 'jemalloc'"):
         allocator_preload("jemalloc")
+
+
+def test_a_steps_process_hands_back_what_it_keeps_above_max_retained_mb(tmp_path):
+    repository = write_repository("embedded", tmp_path / "repo")
+    for step in ("preprocess", "straighten"):
+        config = repository / step / "config.pbtxt"
+        text = config.read_text(encoding="utf-8")
+        assert 'key: "max_retained_mb", value: { string_value: "1024" }' in text
+        config.write_text(text.replace('string_value: "1024"', 'string_value: "32"'), encoding="utf-8")
+    big = np.full((800, 512, 512), -1000, np.int16)  # 400 MiB: each CT step gets a copy
+    small = big[:40, :64, :64].copy()
+    with EmbeddedServer(repository) as server, VfqClient(server.grpc_url, shared_memory=True) as client:
+        steps = {step: stubs_of(server, step) for step in ("preprocess", "straighten")}
+        assert all(len(pids) == 2 for pids in steps.values())
+        study = client.analyze_array(big, ImageGeometry(big.shape, (1.0, 0.7, 0.7)))
+        assert study.not_assessable.startswith("no spine found")
+        deadline = time.monotonic() + 10
+        while max(private_mib(pid) for pids in steps.values() for pid in pids) > 250:
+            assert time.monotonic() < deadline, {
+                pid: private_mib(pid) for pids in steps.values() for pid in pids
+            }
+            time.sleep(0.2)
+        for _ in range(4):  # both instances of each step report what they handed back
+            client.analyze_array(small, ImageGeometry(small.shape, (1.0, 0.7, 0.7)))
+        released = scrape(server)
+    for step in steps:
+        assert value(released, "vfq_memory_released_bytes_total", step=step) >= 350 * 2**20, step
+
+
+def test_the_cap_does_nothing_without_tcmalloc_and_refuses_a_negative_ceiling():
+    # This test process runs on glibc's malloc: no tcmalloc symbols to call.
+    cap = RetainedMemoryCap(0)
+    assert not cap.active
+    cap.stop()
+    with pytest.raises(ValueError, match="max_bytes must be >= 0, got -1"):
+        RetainedMemoryCap(-1)

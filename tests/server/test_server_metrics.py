@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from server_factories import infer
+from server_factories import infer, scrape, value
 from tritonclient.utils import InferenceServerException
 
 from vfq.tensors import GENANT_GRADE_OUTPUT, PIPELINE_STEPS
-
-
-def scrape(server) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples, name, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_a_scan_moves_the_scan_vertebra_fracture_and_latency_metrics(server, phantom):

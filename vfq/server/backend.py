@@ -12,7 +12,9 @@ Custom metrics (Prometheus, next to Triton's own on the metrics port):
 * ``vfq_rejected_requests_total{step, reason}``: requests refused, by exception type;
 * ``vfq_scans_total{outcome}``: scans decoded, ``assessed`` or ``not_assessable``;
 * ``vfq_vertebrae_per_scan`` histogram: vertebrae found per assessed scan;
-* ``vfq_fractures_total{grade}``: vertebrae with Genant grade 1, 2, 3.
+* ``vfq_fractures_total{grade}``: vertebrae with Genant grade 1, 2, 3;
+* ``vfq_memory_released_bytes_total{step}``: freed memory a step's process handed back to the system
+  above its ``max_retained_mb`` config parameter (:mod:`vfq.server.memory`).
 
 Imports ``triton_python_backend_utils``, which exists only inside Triton's python backend.
 """
@@ -31,6 +33,7 @@ import triton_python_backend_utils as pb_utils
 
 from vfq.errors import InputError
 from vfq.server import steps
+from vfq.server.memory import DEFAULT_MAX_RETAINED_MB, RetainedMemoryCap
 from vfq.tensors import (
     CT_INPUT,
     CURVE_TENSOR,
@@ -80,7 +83,18 @@ class PythonStep:
             pb_utils.MetricFamily.COUNTER,
         )
         self._rejected_by_reason: dict[str, Any] = {}
+        self._released = self._family(
+            "vfq_memory_released_bytes_total",
+            "Freed memory a vertebra_pipeline step's process handed back to the system (bytes)",
+            pb_utils.MetricFamily.COUNTER,
+        ).Metric(labels={"step": self.step})
+        self._released_reported = 0
+        max_mb = int(self.parameters.get("max_retained_mb", DEFAULT_MAX_RETAINED_MB))
+        self.memory = RetainedMemoryCap(max_mb * 2**20)
         self.setup(args)
+
+    def finalize(self) -> None:
+        self.memory.stop()
 
     def _family(self, name: str, description: str, kind: Any) -> Any:
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
@@ -94,6 +108,10 @@ class PythonStep:
         raise NotImplementedError
 
     def execute(self, requests: Sequence[Any]) -> list[Any]:
+        released = self.memory.released
+        if released > self._released_reported:
+            self._released.increment(released - self._released_reported)
+            self._released_reported = released
         responses = []
         for request in requests:
             start = time.perf_counter()
