@@ -244,14 +244,20 @@ class NetworkModel(PythonStep):
 class OnnxNetworkModel(NetworkModel):
     """The embedded target's networks: ``1/model.onnx`` on ONNX Runtime (CPU).
 
-    Config parameters: ``intra_op_threads`` (default 2).
+    Config parameters: ``intra_op_threads`` (default 2), ``memory_arena`` (``"true"``, the default,
+    or ``"false"``: :class:`vfq.runtime.OnnxRunner`).
     """
 
     def load(self, args: dict[str, str]) -> None:
         from vfq.runtime import OnnxRunner
 
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        self.runner = OnnxRunner(path, threads=int(self.parameters.get("intra_op_threads", "2")))
+        arena = self.parameters.get("memory_arena", "true")
+        if arena not in ("true", "false"):
+            raise ValueError(f"{self.step}: the memory_arena parameter must be true or false, got {arena!r}")
+        self.runner = OnnxRunner(
+            path, threads=int(self.parameters.get("intra_op_threads", "2")), memory_arena=arena == "true"
+        )
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(
                 f"{path}: the ONNX model's tensors {[self.runner.input_name]} → {self.runner.output_names} "

@@ -16,6 +16,7 @@ each time, and the kernel zeroing and mapping its pages costs more than the copy
 about a quarter of the CT steps' time in ``clear_page``). tcmalloc keeps freed pages for the next
 request, so the server's processes run with it preloaded (``LD_PRELOAD``) when the system has it
 (Debian: ``libtcmalloc-minimal4``); Triton's documentation recommends it, and its container ships it.
+What each step's process keeps that way is bounded by :mod:`vfq.server.memory`.
 """
 
 from __future__ import annotations
