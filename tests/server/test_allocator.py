@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +115,16 @@ def test_a_steps_process_hands_back_what_it_keeps_above_max_retained_mb(tmp_path
                 pid: private_mib(pid) for pids in steps.values() for pid in pids
             }
             time.sleep(0.2)
-        for _ in range(4):  # both instances of each step report what they handed back
-            client.analyze_array(small, ImageGeometry(small.shape, (1.0, 0.7, 0.7)))
+        # A step reports what it handed back when it next runs: two clients at once keep both
+        # instances of every step busy, whichever of them took the big CT.
+        with VfqClient(server.grpc_url) as other, ThreadPoolExecutor(2) as pool:
+            for _ in range(3):
+                list(
+                    pool.map(
+                        lambda c: c.analyze_array(small, ImageGeometry(small.shape, (1.0, 0.7, 0.7))),
+                        (client, other),
+                    )
+                )
         released = scrape(server)
     # A copy of the 400 MiB CT in each CT step; the localizer's intermediates on its 200×96×96 grid.
     for step, least_mib in {"preprocess": 350, "straighten": 350, "spine_localizer": 100}.items():
