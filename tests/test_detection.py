@@ -161,9 +161,40 @@ def test_levels_are_never_duplicated_or_out_of_order() -> None:
         n = int(rng.integers(1, 25))
         result = assign_levels(rng.normal(scale=3.0, size=(n, N_CLASSES)))
         known = result[result >= 0]
-        assert known.size == min(n, N_CLASSES)
+        assert 1 <= known.size <= min(n, N_CLASSES)
         assert (np.diff(known) == -1).all()
         assert (np.diff(np.flatnonzero(result >= 0)) == 1).all()
+        # unknown levels only where the run leaves the classes: above C7 or below L5
+        top, bottom = np.flatnonzero(result >= 0)[[-1, 0]]
+        assert (result[top + 1 :] == -1).all() and (top == n - 1 or result[top] == 0)
+        assert (result[:bottom] == -1).all() and (bottom == 0 or result[bottom] == N_CLASSES - 1)
+
+
+@pytest.mark.parametrize("above_c7", [1, 2])
+def test_bodies_above_c7_leave_the_run_where_the_others_put_it(above_c7: int) -> None:
+    """A chest scan from C6 (or C5) down to L1: the detector has no class for the top bodies and
+    says something arbitrary there, the others are sure. The run keeps C7 … L1 in place and the top
+    bodies get no level, instead of all levels moving one down."""
+    truth = np.arange(12, -1 - above_c7, -1)  # L1 (class 12) … C7 (0), then the bodies above C7
+    logits = np.zeros((truth.size, N_CLASSES))
+    known = truth >= 0
+    logits[np.flatnonzero(known), truth[known]] = 9.0
+    logits[~known, 0] = 2.0  # "C7", weakly
+    np.testing.assert_array_equal(assign_levels(logits), np.where(known, truth, -1))
+
+
+def test_a_sacrum_below_l5_gets_no_level() -> None:
+    truth = np.arange(N_CLASSES, N_CLASSES - 8, -1)  # S1 (past the classes), L5 … T10
+    logits = np.zeros((truth.size, N_CLASSES))
+    logits[np.arange(1, 8), truth[1:]] = 9.0
+    logits[0, N_CLASSES - 1] = 1.0  # the sacrum looks a bit like L5
+    np.testing.assert_array_equal(assign_levels(logits), np.where(truth < N_CLASSES, truth, -1))
+
+
+def test_a_weak_run_stays_inside_the_classes() -> None:
+    """Flat, slightly noisy logits give no reason to leave a body without a level."""
+    logits = np.random.default_rng(5).normal(scale=0.3, size=(10, N_CLASSES))
+    assert (assign_levels(logits) >= 0).all()
 
 
 def test_more_detections_than_classes_leave_the_extra_unknown() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "IGNORE_MIN_HEATMAP",
     "MIN_POSTERIOR_HEIGHT_MM",
     "REGRESSION_RADIUS_CELLS",
+    "UNCLASSED_LEVEL_LOG_PROB",
     "Detections",
     "DetectorTargets",
     "Vertebrae",
@@ -66,6 +67,10 @@ REGRESSION_RADIUS_CELLS = 1
 IGNORE_MIN_HEATMAP = float(np.exp(-4.5))
 #: Detections whose body centres lie closer than this (mm) are duplicates; the higher score wins.
 DUPLICATE_DISTANCE_MM = 8.0
+#: Score (a log-probability) of a detection that :func:`assign_levels` places outside the level
+#: classes (a body above C7 or below L5): as unlikely as a class the network gives 0.1 %, so the run
+#: reaches past the classes only when the other detections' levels clearly say so.
+UNCLASSED_LEVEL_LOG_PROB = float(np.log(1e-3))
 #: A decoded body with a smaller posterior height (mm) is not a vertebral body; quantify drops it.
 MIN_POSTERIOR_HEIGHT_MM = 1.0
 
@@ -345,10 +350,14 @@ def assign_levels(logits: np.ndarray) -> np.ndarray:
     """Consecutive levels for detections ordered inferior → superior.
 
     Detection ``n`` (0 = most inferior) gets class ``f - n`` (classes are cranio-caudal, so going up
-    the spine the index falls by one per vertebra); ``f`` maximises the summed log-softmax
-    ``Σ_n log p_n(f - n)`` over the run. With more detections than classes, every window of all
-    the classes is tried and the detections outside it get -1. No vertebra is assumed missed
-    between two detections (a gap in the detections shifts the levels above it); no level repeats.
+    the spine the index falls by one per vertebra). The run may reach past either end of the
+    classes: a detection whose ``f - n`` falls outside them is a level the detector has no class
+    for (C6 and above, S1 and below) and gets -1, scored :data:`UNCLASSED_LEVEL_LOG_PROB`. ``f``
+    maximises the summed log-softmax ``Σ_n log p_n(f - n)`` of the detections inside plus that
+    score of those outside, over every run with at least one detection inside (ties: the most
+    cranial run). So a body above C7 at the top of a chest scan does not push the
+    whole run one level down. No vertebra is assumed missed between two detections (a gap in the
+    detections shifts the levels above it); no level repeats.
 
     Args:
         logits: ``(N, L)`` level logits per detection, ordered inferior → superior.
@@ -367,12 +376,11 @@ def assign_levels(logits: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     rows = np.arange(n)
-    firsts = range(n - 1, n_classes) if n <= n_classes else range(n_classes - 1, n)
     best_f, best = 0, -np.inf
-    for f in firsts:
+    for f in range(n + n_classes - 1):  # class f - n of detection n: the run has one inside at least
         cls = f - rows
         inside = (cls >= 0) & (cls < n_classes)
-        total = float(logp[rows[inside], cls[inside]].sum())
+        total = float(logp[rows[inside], cls[inside]].sum()) + UNCLASSED_LEVEL_LOG_PROB * int((~inside).sum())
         if total > best:
             best_f, best = f, total
     cls = best_f - rows
