@@ -25,12 +25,18 @@ from scipy import ndimage
 
 from vfq.detection import DetectorTargets, classes_of_levels, encode_targets
 from vfq.export.localizer_data import _axis_map, centre_line, normalise_hu
+from vfq.genant import genant
 from vfq.phantoms import PhantomSpec, build_anatomy, field_of_view_geometry, ground_truth, render, sample_spec
 from vfq.preprocess import MIN_SPINE_EXTENT_MM, localizer_grid, to_detector_input
 from vfq.straighten import SpineCurve, fit_spine_curve, world_to_grid
 from vfq.tensors import AIR_INPUT, DETECTOR_MULTIPLE, HU_SCALE, LOCALIZER_SPACING_MM
 from vfq.volume import ImageGeometry
 
+#: Offset-loss weight per unit of Genant height loss above ``NORMAL_LOSS_FLOOR``
+#: (:func:`deformity_weights`): a 22 % wedge weighs 3.4, a 50 % one 9.
+DEFORMITY_WEIGHT = 20.0
+#: Height loss below which a body keeps weight 1 (normal bodies reach up to 0.16).
+NORMAL_LOSS_FLOOR = 0.10
 #: In-plane margin (mm) of the rendered grid around the truth curve's x/y range.
 CROP_MARGIN_MM = 70.0
 
@@ -309,11 +315,31 @@ def augment_detector(
     return np.where(inside >= 0.5, normalise_hu(hu), np.float32(AIR_INPUT)), keypoints, valid
 
 
+def deformity_weights(keypoints_sv: np.ndarray) -> np.ndarray:
+    """``(N,)`` offset-loss weight of each body of a sample: ``1 + DEFORMITY_WEIGHT × max(0, loss -
+    NORMAL_LOSS_FLOOR)`` with ``loss`` the Genant height loss of its keypoints (1 mm pixels; the
+    bodies of the sample are each other's neighbours; a body without finite keypoints gets 1).
+
+    Deformed bodies are a few percent of the cells; without the weight the offsets learn a normal
+    body's template (a severe wedge came out grade 0) instead of where the endplates are."""
+    kp = np.asarray(keypoints_sv, dtype=np.float64)
+    weights = np.ones(kp.shape[0])
+    finite = np.isfinite(kp).all(axis=(1, 2))
+    if finite.any():
+        heights = np.linalg.norm(kp[finite][:, [0, 1, 2]] - kp[finite][:, [3, 4, 5]], axis=-1)
+        if (heights[:, 2] > 0).all():
+            loss = genant(heights).loss
+            weights[finite] = 1.0 + DEFORMITY_WEIGHT * np.maximum(loss - NORMAL_LOSS_FLOOR, 0.0)
+    return weights
+
+
 def detector_targets(
     keypoints_sv: np.ndarray, levels: np.ndarray, valid: np.ndarray, shape: tuple[int, int]
 ) -> DetectorTargets:
-    """:func:`vfq.detection.encode_targets` of a (cropped) sample; bodies wholly outside the image
-    are dropped (they neither count nor need ignoring)."""
+    """:func:`vfq.detection.encode_targets` of a (cropped) sample, offsets weighted by
+    :func:`deformity_weights`; bodies wholly outside the image are dropped (they neither count nor
+    need ignoring)."""
     kp = np.asarray(keypoints_sv, dtype=np.float64)
+    weights = deformity_weights(kp)
     near = ((kp >= -16).all(axis=-1) & (kp <= np.array(shape) + 16).all(axis=-1)).any(axis=-1)
-    return encode_targets(kp[near], np.asarray(levels)[near], np.asarray(valid)[near], shape)
+    return encode_targets(kp[near], np.asarray(levels)[near], np.asarray(valid)[near], shape, weights[near])

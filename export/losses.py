@@ -4,8 +4,11 @@ Localizer: binary cross-entropy on the tube heatmap plus a soft Dice term, so th
 (a few percent of the voxels) is not drowned by the background.
 
 Detector (CenterNet-style): penalty-reduced focal loss on the centre heatmap with an ignore mask
-(partial vertebrae), L1 on the keypoint offsets where the regression mask is set, cross-entropy on
-the level classes where a level target exists (-1 = ignore).
+(partial vertebrae), L1 on the keypoint offsets weighted by the regression mask (every cell of a
+body, deformed bodies weighing more: :func:`vfq.export.detector_data.deformity_weights`),
+cross-entropy on the level classes where a level target exists (-1 = ignore). The offsets weigh 0.5
+in the total (0.1 before, when they drew a normal body's template over severe fractures; measured
+together with the dense, deformity-weighted targets, not alone).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def focal_heatmap_loss(
 
 
 def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over the cells where ``mask`` ([B,1,H,W] or [B,H,W]) is set."""
+    """Mean absolute error over the cells, weighted by ``mask`` ([B,1,H,W] or [B,H,W]; 0 = no target)."""
     if mask.ndim == prediction.ndim - 1:
         mask = mask.unsqueeze(1)
     mask = mask.float().expand_as(prediction)
@@ -59,7 +62,7 @@ def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 def detector_loss(
     outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     batch: dict[str, torch.Tensor],
-    offset_weight: float = 0.1,
+    offset_weight: float = 0.5,
     level_weight: float = 0.5,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total detector loss and its parts.

@@ -4,7 +4,7 @@ Time-budgeted (a cosine learning-rate schedule over the budget), resumable (``la
 model, the optimiser and the progress), seeded, with a loss line every few steps::
 
     vfq-train localizer --cache out/cache/localizer --out out/train/localizer --minutes 20
-    vfq-train detector  --cache out/cache/detector  --out out/train/detector  --minutes 25
+    vfq-train detector  --cache out/cache/detector  --out out/train/detector  --minutes 34
 
 The caches come from ``vfq-cache`` (:mod:`vfq.export.datasets`).
 """

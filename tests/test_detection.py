@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from vfq.detection import (
+    REGRESSION_MARGIN_PX,
     DetectorTargets,
     assign_levels,
+    body_outline,
     cell_centers,
     decode,
     encode_targets,
+    inside_polygon,
     quantify,
     vertebrae_to_world,
 )
@@ -101,7 +104,7 @@ def test_partial_bodies_are_ignored_not_negative(seed: int) -> None:
         assert targets.heatmap[0, peak[k, 0], peak[k, 1]] == 1.0
         assert targets.heatmap_weight[0, peak[k, 0], peak[k, 1]] == 1.0
         assert targets.regression_mask[0, peak[k, 0], peak[k, 1]] == 1.0
-    assert targets.regression_mask.sum() <= 6 * 9
+    assert targets.regression_mask[0, max(peak[0, 0], 0), peak[0, 1]] == 0.0  # nothing to regress
     assert (targets.levels[targets.regression_mask[0] == 0] == -1).all()
     assert (targets.levels[peak[2, 0] - 1 : peak[2, 0] + 2, peak[2, 1] - 1 : peak[2, 1] + 2] == -1).all()
     assert targets.levels[peak[3, 0], peak[3, 1]] == levels[3]
@@ -124,6 +127,50 @@ def test_offsets_channel_order_and_cell_centres() -> None:
     centre_cell = (keypoints[1].mean(axis=0) - 1.5) / DETECTOR_STRIDE
     assert np.abs(centre_cell - (i, j)).max() <= 0.5
     assert targets.heatmap[0, i + 1, j] == pytest.approx(np.exp(-0.5), rel=1e-6)
+
+
+def test_offsets_are_set_on_every_cell_of_a_body() -> None:
+    """A rectangular body 24 px tall and 32 px deep: the cells whose centres lie inside it regress
+    its six keypoints, the cells more than the margin outside regress nothing."""
+    s_lo, s_hi, v_a, v_p = 20.0, 44.0, 30.0, 62.0
+    body = np.array(
+        [[s_hi, v_a], [s_hi, (v_a + v_p) / 2], [s_hi, v_p], [s_lo, v_a], [s_lo, (v_a + v_p) / 2], [s_lo, v_p]]
+    )
+    targets = encode_targets(body[None], np.array([3]), np.ones(1, bool), (64, DETECTOR_WIDTH_PX))
+    cs, cv = cell_centers(16, DETECTOR_WIDTH_PX // 4)
+    s_in = (cs > s_lo) & (cs < s_hi)
+    v_in = (cv > v_a) & (cv < v_p)
+    inside = s_in[:, None] & v_in[None, :]
+    assert inside.sum() == 6 * 8
+    assert (targets.regression_mask[0][inside] == 1).all()
+    far = ((cs < s_lo - REGRESSION_MARGIN_PX - 0.5) | (cs > s_hi + REGRESSION_MARGIN_PX + 0.5))[:, None] | (
+        (cv < v_a - REGRESSION_MARGIN_PX - 0.5) | (cv > v_p + REGRESSION_MARGIN_PX + 0.5)
+    )[None, :]
+    assert (targets.regression_mask[0][far] == 0).all()
+    for i, j in zip(*np.nonzero(inside)):
+        np.testing.assert_allclose(targets.offsets[0::2, i, j], body[:, 0] - cs[i], atol=1e-5)
+        np.testing.assert_allclose(targets.offsets[1::2, i, j], body[:, 1] - cv[j], atol=1e-5)
+    # the level is a target on the 3 × 3 cells around the peak only
+    i, j = targets.peak_cells[0]
+    assert (targets.levels[i - 1 : i + 2, j - 1 : j + 2] == 3).all()
+    assert (targets.levels >= 0).sum() == 9
+
+
+def test_inside_polygon_of_a_biconcave_outline() -> None:
+    # upper endplate dips to s = 30 in the middle, the lower one rises to s = 10; v from 0 to 40
+    outline = body_outline(
+        np.array([[40.0, 0.0], [30.0, 20.0], [40.0, 40.0], [0.0, 0.0], [10.0, 20.0], [0.0, 40.0]])
+    )
+    points = np.array(
+        [[20.0, 20.0], [35.0, 20.0], [5.0, 20.0], [35.0, 3.0], [5.0, 37.0], [20.0, -1.0], [50.0, 5.0]]
+    )
+    np.testing.assert_array_equal(
+        inside_polygon(points, outline), [True, False, False, True, True, False, False]
+    )
+    grown = body_outline(
+        np.array([[40.0, 0.0], [30.0, 20.0], [40.0, 40.0], [0.0, 0.0], [10.0, 20.0], [0.0, 40.0]]), 2.0
+    )
+    assert grown[1].tolist() == [32.0, 20.0] and grown[0][0] > 40.0 and grown[0][1] < 0.0
 
 
 def test_bad_targets_are_refused() -> None:

@@ -46,22 +46,33 @@ __all__ = [
     "DUPLICATE_DISTANCE_MM",
     "IGNORE_MIN_HEATMAP",
     "MIN_POSTERIOR_HEIGHT_MM",
+    "REGRESSION_MARGIN_PX",
     "REGRESSION_RADIUS_CELLS",
     "UNCLASSED_LEVEL_LOG_PROB",
     "Detections",
     "DetectorTargets",
     "Vertebrae",
     "assign_levels",
+    "body_outline",
     "cell_centers",
     "decode",
     "encode_targets",
+    "inside_polygon",
     "quantify",
     "vertebrae_to_world",
 ]
 
-#: Offsets and level targets are set on the cells within this Chebyshev radius (cells) of a
-#: body's peak cell (radius 1: the 3 × 3 cells around it).
+#: Level targets, and offsets at least, are set on the cells within this Chebyshev radius (cells) of
+#: a body's peak cell (radius 1: the 3 × 3 cells around it).
 REGRESSION_RADIUS_CELLS = 1
+#: Offsets are also set on every cell whose centre lies inside the body's outline (the hexagon of
+#: its six keypoints) pushed outwards by this margin (detector pixels), as FCOS regresses from every
+#: location inside a box: about four times the regression samples per body, many of them next to an
+#: endplate (decoding reads the peak cell; re-estimating keypoints from the cells near them was
+#: measured and came out worse).
+REGRESSION_MARGIN_PX = 2.0
+#: The body outline: keypoint indices around the hexagon (upper endplate forwards, lower back).
+_OUTLINE = (0, 1, 2, 5, 4, 3)
 #: Around a partial (invalid) body, cells where its Gaussian reaches this level and exceeds the
 #: valid bodies' heatmap are ignored by the heatmap loss (3 σ).
 IGNORE_MIN_HEATMAP = float(np.exp(-4.5))
@@ -104,6 +115,28 @@ def _to_cell(points_sv: np.ndarray) -> np.ndarray:
     return (np.asarray(points_sv, dtype=np.float64) - _CELL_OFFSET) / DETECTOR_STRIDE
 
 
+def body_outline(keypoints_sv: np.ndarray, margin_px: float = 0.0) -> np.ndarray:
+    """``(6, 2)`` the hexagon around one body's six keypoints ``(6, 2)`` (upper endplate anterior →
+    posterior, then the lower one back), each corner pushed ``margin_px`` away from the body centre."""
+    kp = np.asarray(keypoints_sv, dtype=np.float64)[list(_OUTLINE)]
+    out = kp - kp.mean(axis=0)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    return kp + margin_px * out / np.where(norm > 0, norm, 1.0)
+
+
+def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """``(M,)`` bool: which points ``(M, 2)`` lie inside the closed ``polygon`` ``(K, 2)`` (even-odd
+    rule; the polygon need not be convex, e.g. a biconcave body)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    a = np.asarray(polygon, dtype=np.float64)
+    b = np.roll(a, -1, axis=0)
+    y, x = p[:, 0:1], p[:, 1:2]
+    straddles = (a[:, 0] > y) != (b[:, 0] > y)  # (M, K): the edge crosses the point's row
+    dy = np.where(b[:, 0] != a[:, 0], b[:, 0] - a[:, 0], 1.0)
+    crossing_x = a[:, 1] + (y - a[:, 0]) * (b[:, 1] - a[:, 1]) / dy
+    return (straddles & (x < crossing_x)).sum(axis=1) % 2 == 1
+
+
 # ---------------------------------------------------------------------- training targets
 
 
@@ -119,10 +152,13 @@ class DetectorTargets:
             partial bodies, see :data:`IGNORE_MIN_HEATMAP`), 1 elsewhere.
         offsets: ``[12, H, W]`` float32 detector pixels from each cell centre to the six keypoints,
             channels ``(ds0, dv0, ds1, dv1, …)``; meaningful where ``regression_mask`` is 1.
-        regression_mask: ``[1, H, W]`` float32: 1 on the cells within ``REGRESSION_RADIUS_CELLS`` of
-            a valid body's peak cell (a cell between two bodies belongs to the nearer centre).
-        levels: ``[H, W]`` int64 class index (``DETECTOR_LEVEL_CLASSES``) on the regression cells of
-            valid bodies of known level, -1 (ignore) elsewhere.
+        regression_mask: ``[1, H, W]`` float32: the body's weight (1 unless given) on the cells of a
+            valid body — those within ``REGRESSION_RADIUS_CELLS`` of its peak cell and those inside
+            its outline grown by ``REGRESSION_MARGIN_PX`` (a cell claimed by two bodies belongs to the
+            nearer centre) —, 0 elsewhere.
+        levels: ``[H, W]`` int64 class index (``DETECTOR_LEVEL_CLASSES``) on the cells within
+            ``REGRESSION_RADIUS_CELLS`` of the peak cells of valid bodies of known level, -1
+            (ignore) elsewhere.
         peak_cells: ``(N, 2)`` int64 cell ``(i, j)`` nearest to each body's centre; an invalid body's
             may lie outside the grid; ``(-1, -1)`` where the body's keypoints are not finite.
     """
@@ -140,6 +176,7 @@ def encode_targets(
     levels: np.ndarray,
     valid: np.ndarray,
     image_shape: tuple[int, int],
+    weights: np.ndarray | None = None,
 ) -> DetectorTargets:
     """Encode vertebrae as the detector's training targets.
 
@@ -150,6 +187,8 @@ def encode_targets(
         valid: ``(N,)`` bool: the body lies wholly in the image. Invalid (partial) bodies are no
             positives and no negatives: their neighbourhood is ignored by the heatmap loss.
         image_shape: ``(S, V)`` detector input size in pixels, multiples of ``DETECTOR_STRIDE``.
+        weights: ``(N,)`` weight of each valid body's offsets in the loss (> 0; ``regression_mask``
+            holds it); ``None``: 1 for all.
 
     Raises:
         InputError: inconsistent shapes, a non-finite valid body, a level out of range, or a valid
@@ -171,6 +210,11 @@ def encode_targets(
         raise InputError(f"levels must be -1 or in [0, {len(DETECTOR_LEVEL_CLASSES)}), got {lv.tolist()}")
     if not np.isfinite(kp[ok]).all():
         raise InputError("the keypoints of valid bodies must be finite")
+    weight = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if weight.shape != (n,) or not (weight[ok] > 0).all():
+        raise InputError(
+            f"weights must be (N,) = ({n},) and positive for the valid bodies, got {weight.tolist()}"
+        )
     h, w = s_px // DETECTOR_STRIDE, v_px // DETECTOR_STRIDE
 
     placed = np.isfinite(kp).all(axis=(1, 2))
@@ -201,21 +245,21 @@ def encode_targets(
     level_target = np.full((h, w), -1, dtype=np.int64)
     nearest = np.full((h, w), np.inf)
     center_s, center_v = cell_centers(h, w)
+    cells_sv = np.stack(np.meshgrid(center_s, center_v, indexing="ij"), axis=-1)  # (h, w, 2)
     r = REGRESSION_RADIUS_CELLS
     for k in np.flatnonzero(ok):
-        i0, i1 = max(0, peaks[k, 0] - r), min(h, peaks[k, 0] + r + 1)
-        j0, j1 = max(0, peaks[k, 1] - r), min(w, peaks[k, 1] + r + 1)
-        d2 = (ii[i0:i1] - cells[k, 0]) ** 2 + (jj[:, j0:j1] - cells[k, 1]) ** 2
-        take = d2 < nearest[i0:i1, j0:j1]
-        nearest[i0:i1, j0:j1] = np.where(take, d2, nearest[i0:i1, j0:j1])
-        mask[i0:i1, j0:j1] = np.where(take, 1.0, mask[i0:i1, j0:j1])
-        level_target[i0:i1, j0:j1] = np.where(take, lv[k], level_target[i0:i1, j0:j1])
-        ds = kp[k, :, 0][:, None, None] - center_s[i0:i1, None][None]  # (6, rows, 1)
-        dv = kp[k, :, 1][:, None, None] - center_v[None, j0:j1][None]  # (6, 1, cols)
-        block = np.stack(np.broadcast_arrays(ds, dv), axis=1).reshape(
-            DETECTOR_OFFSET_CHANNELS, i1 - i0, j1 - j0
-        )
-        offsets[:, i0:i1, j0:j1] = np.where(take[None], block, offsets[:, i0:i1, j0:j1])
+        near_peak = (np.abs(ii - peaks[k, 0]) <= r) & (np.abs(jj - peaks[k, 1]) <= r)
+        outline = body_outline(kp[k], REGRESSION_MARGIN_PX)
+        (i0, j0), (i1, j1) = _to_cell(outline.min(axis=0)), _to_cell(outline.max(axis=0))
+        box = (ii >= np.floor(i0)) & (ii <= np.ceil(i1)) & (jj >= np.floor(j0)) & (jj <= np.ceil(j1))
+        inside = np.zeros((h, w), dtype=bool)
+        inside[box] = inside_polygon(cells_sv[box], outline)
+        d2 = (ii - cells[k, 0]) ** 2 + (jj - cells[k, 1]) ** 2
+        take = (near_peak | inside) & (d2 < nearest)  # a cell between two bodies: the nearer centre
+        nearest = np.where(take, d2, nearest)
+        mask[take] = weight[k]
+        level_target = np.where(take, np.where(near_peak, lv[k], -1), level_target)
+        offsets[:, take] = (kp[k][None] - cells_sv[take][:, None]).reshape(-1, DETECTOR_OFFSET_CHANNELS).T
 
     return DetectorTargets(
         heatmap=positive.astype(np.float32)[None],
@@ -283,8 +327,8 @@ def decode(
     """Turn the detector's outputs into vertebrae.
 
     1. Peaks: cells that equal the maximum of their 3 × 3 neighbourhood and reach ``min_score``.
-    2. Keypoints: the peak cell's centre plus its twelve offsets (detector pixels; no sub-cell
-       refinement: the offsets carry the sub-cell position).
+    2. Keypoints: the peak cell's centre plus its twelve offsets (detector pixels; the offsets
+       carry the sub-cell position).
     3. Duplicates: greedily by descending score, a peak whose body centre lies closer than
        ``min_distance_px`` to a kept one is dropped (plateaus, double peaks on one body).
     4. Order along ``s``, then levels by :func:`assign_levels`.

@@ -23,7 +23,13 @@ from vfq.export.datasets import (
     make_localizer_sample,
     sample_path,
 )
-from vfq.export.detector_data import augment_detector, detector_targets
+from vfq.export.detector_data import (
+    DEFORMITY_WEIGHT,
+    NORMAL_LOSS_FLOOR,
+    augment_detector,
+    deformity_weights,
+    detector_targets,
+)
 from vfq.export.localizer_data import augment_localizer, is_negative_seed, tube_target
 from vfq.levels import Level
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, render, sample_spec
@@ -327,6 +333,27 @@ def test_detector_window_invalidates_cut_bodies_and_encodes_targets(detector_sam
         assert t.heatmap.shape == (1, 128 // DETECTOR_STRIDE, 96 // DETECTOR_STRIDE)
         assert int((t.heatmap >= 1 - 1e-6).sum()) == int(valid.sum())
         assert set(np.unique(t.levels)) <= {-1, *d.levels[valid].tolist()}
+
+
+def test_deformed_bodies_weigh_more_in_the_offset_loss() -> None:
+    """Five bodies, 20 px tall: the middle one a 50 % anterior wedge (Genant loss 0.5), the one
+    above it slightly wedged (12 %), the others normal; one body without keypoints."""
+
+    def body(s0: float, ha: float, hm: float, hp: float = 20.0) -> list[list[float]]:
+        return [[s0 + ha, 30.0], [s0 + hm, 45.0], [s0 + hp, 60.0], [s0, 30.0], [s0, 45.0], [s0, 60.0]]
+
+    bodies = [body(10, 20, 20), body(40, 20, 20), body(70, 10, 15), body(100, 17.6, 19), body(130, 20, 20)]
+    kp = np.array([*bodies, np.full((6, 2), np.nan).tolist()])
+    weights = deformity_weights(kp)
+    np.testing.assert_allclose(
+        weights,
+        [1.0, 1.0, 1 + DEFORMITY_WEIGHT * (0.5 - NORMAL_LOSS_FLOOR), 1 + DEFORMITY_WEIGHT * 0.02, 1.0, 1.0],
+    )
+    t = detector_targets(kp[:5], np.arange(5), np.ones(5, bool), (176, 96))
+    i, j = t.peak_cells[2]
+    assert t.regression_mask[0, i, j] == pytest.approx(weights[2])
+    i, j = t.peak_cells[0]
+    assert t.regression_mask[0, i, j] == 1.0
 
 
 # ------------------------------------------------------------------------------ cache and datasets
