@@ -26,6 +26,7 @@ from scipy import ndimage
 from vfq.detection import DetectorTargets, classes_of_levels, encode_targets
 from vfq.export.localizer_data import _axis_map, centre_line, normalise_hu
 from vfq.genant import genant
+from vfq.keypoints import heights_mm
 from vfq.phantoms import PhantomSpec, build_anatomy, field_of_view_geometry, ground_truth, render, sample_spec
 from vfq.preprocess import MIN_SPINE_EXTENT_MM, localizer_grid, to_detector_input
 from vfq.straighten import SpineCurve, fit_spine_curve, world_to_grid
@@ -326,7 +327,8 @@ def deformity_weights(keypoints_sv: np.ndarray) -> np.ndarray:
     weights = np.ones(kp.shape[0])
     finite = np.isfinite(kp).all(axis=(1, 2))
     if finite.any():
-        heights = np.linalg.norm(kp[finite][:, [0, 1, 2]] - kp[finite][:, [3, 4, 5]], axis=-1)
+        flat = np.concatenate([kp[finite], np.zeros((*kp[finite].shape[:-1], 1))], axis=-1)  # (s, v, 0)
+        heights = heights_mm(flat)
         if (heights[:, 2] > 0).all():
             loss = genant(heights).loss
             weights[finite] = 1.0 + DEFORMITY_WEIGHT * np.maximum(loss - NORMAL_LOSS_FLOOR, 0.0)

@@ -158,18 +158,14 @@ def test_offsets_are_set_on_every_cell_of_a_body() -> None:
 
 def test_inside_polygon_of_a_biconcave_outline() -> None:
     # upper endplate dips to s = 30 in the middle, the lower one rises to s = 10; v from 0 to 40
-    outline = body_outline(
-        np.array([[40.0, 0.0], [30.0, 20.0], [40.0, 40.0], [0.0, 0.0], [10.0, 20.0], [0.0, 40.0]])
-    )
+    keypoints = np.array([[40.0, 0.0], [30.0, 20.0], [40.0, 40.0], [0.0, 0.0], [10.0, 20.0], [0.0, 40.0]])
     points = np.array(
         [[20.0, 20.0], [35.0, 20.0], [5.0, 20.0], [35.0, 3.0], [5.0, 37.0], [20.0, -1.0], [50.0, 5.0]]
     )
     np.testing.assert_array_equal(
-        inside_polygon(points, outline), [True, False, False, True, True, False, False]
+        inside_polygon(points, body_outline(keypoints)), [True, False, False, True, True, False, False]
     )
-    grown = body_outline(
-        np.array([[40.0, 0.0], [30.0, 20.0], [40.0, 40.0], [0.0, 0.0], [10.0, 20.0], [0.0, 40.0]]), 2.0
-    )
+    grown = body_outline(keypoints, 2.0)
     assert grown[1].tolist() == [32.0, 20.0] and grown[0][0] > 40.0 and grown[0][1] < 0.0
 
 

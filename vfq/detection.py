@@ -151,7 +151,7 @@ class DetectorTargets:
         heatmap_weight: ``[1, H, W]`` float32: 0 where the heatmap loss must ignore the cell (around
             partial bodies, see :data:`IGNORE_MIN_HEATMAP`), 1 elsewhere.
         offsets: ``[12, H, W]`` float32 detector pixels from each cell centre to the six keypoints,
-            channels ``(ds0, dv0, ds1, dv1, …)``; meaningful where ``regression_mask`` is 1.
+            channels ``(ds0, dv0, ds1, dv1, …)``; meaningful where ``regression_mask`` is above 0.
         regression_mask: ``[1, H, W]`` float32: the body's weight (1 unless given) on the cells of a
             valid body — those within ``REGRESSION_RADIUS_CELLS`` of its peak cell and those inside
             its outline grown by ``REGRESSION_MARGIN_PX`` (a cell claimed by two bodies belongs to the
