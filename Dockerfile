@@ -34,6 +34,11 @@ RUN mkdir -p /opt/vfq/lib \
     && ln -s "/usr/lib/$(uname -m)-linux-gnu/libtcmalloc.so.4" /opt/vfq/lib/libtcmalloc.so \
     && test -e /opt/vfq/lib/libtcmalloc.so
 
+# One thread per step process for numpy's BLAS (and OpenMP, MKL): every python-step instance is its own
+# process and Triton runs several at once; one thread per core in each of them collapsed throughput
+# on a 16-core GPU host (vfq/server/embedded.py, benchmarks/README.md).
+ENV OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 # The NGC image's non-root user (triton-server, uid 1000).
 USER 1000
 WORKDIR /opt/vfq

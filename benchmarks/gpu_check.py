@@ -7,8 +7,9 @@ On a 512 × 512 × 300 phantom (0.7 × 0.7 × 1 mm) it measures, with the card's
 2. the in-process pipeline with the networks on the GPU (the numpy steps on the CPU), per step;
 3. the whole pipeline through the embedded Triton (when ``nvidia-pytriton`` is installed), its
    network steps as python models running the checkpoints on CUDA
-   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC with shared memory: median latency and
-   throughput at concurrency 8 — goals ≤ 0.2 s per scan and ≥ 30 scans/s.
+   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC with shared memory: median latency with
+   each step's server-side queue and compute time, and throughput over 1, 2, 4, 8 client threads —
+   goals ≤ 0.2 s per scan and ≥ 30 scans/s at 8.
 
 It installs nothing: what is missing is reported and skipped. Without a GPU it runs on the CPU and
 says so (a dry run of the script itself). Results: printed, and written as JSON to ``--out``::
@@ -21,11 +22,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +42,27 @@ CHECKPOINTS = {
     "spine_localizer": WEIGHTS / "spine_localizer.pt",
     "vertebra_detector": WEIGHTS / "vertebra_detector.pt",
 }
+
+#: The numpy steps of the ensemble (CPU instances).
+CPU_STEPS = ("preprocess", "straighten", "keypoint_decoder")
+#: Client threads of the throughput sweep.
+CONCURRENCY = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class ServerVariant:
+    """How the served pipeline is set up: instances of each numpy step, and the threads of the
+    numeric libraries in every step process (``None``: their default, one per core; see
+    :class:`vfq.server.embedded.EmbeddedServer`)."""
+
+    cpu_instances: int
+    library_threads: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> ServerVariant:
+        """``"INSTANCES:THREADS"``, THREADS a number or ``default``; e.g. ``4:1``, ``8:default``."""
+        instances, threads = text.split(":")
+        return cls(int(instances), None if threads == "default" else int(threads))
 
 
 def median_seconds(
@@ -80,8 +106,8 @@ def in_process(ct, device: str, repeats: int) -> dict[str, Any]:
     networks = torch_networks(device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def run(name: str, tensor: np.ndarray) -> Any:
-        with torch.inference_mode():
+    def run(name: str, tensor: np.ndarray, half: bool = False) -> Any:
+        with torch.inference_mode(), torch.autocast(device.split(":")[0], torch.float16, enabled=half):
             out = networks[name](torch.from_numpy(tensor).to(device))
         out = out if isinstance(out, tuple) else (out,)
         return [o.float().cpu().numpy() for o in out]
@@ -100,6 +126,14 @@ def in_process(ct, device: str, repeats: int) -> dict[str, Any]:
             lambda: run("vertebra_detector", detector_input.tensor), repeats, sync
         ),
     }
+    if device.startswith("cuda"):  # FP16 as the TensorRT plans run, here through autocast
+        for name, tensor in (
+            ("spine_localizer", coarse.tensor),
+            ("vertebra_detector", detector_input.tensor),
+        ):
+            steps[f"{name} (torch fp16)"] = median_seconds(
+                lambda n=name, t=tensor: run(n, t, True), repeats, sync
+            )
     total = median_seconds(
         lambda: analyze(ct, lambda t: run("spine_localizer", t)[0], lambda t: run("vertebra_detector", t)),
         repeats,
@@ -112,6 +146,7 @@ def in_process(ct, device: str, repeats: int) -> dict[str, Any]:
         "end_to_end_s": total,
         "vertebrae": len(found),
         "localizer_input": coarse.tensor.shape,
+        "detector_input": detector_input.tensor.shape,
     }
 
 
@@ -133,13 +168,18 @@ def tensorrt_plans(ct, repeats: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def gpu_repository(out: Path, device: str) -> Path:
-    """The embedded repository with its two network steps running the checkpoints on ``device``."""
+def gpu_repository(out: Path, device: str, cpu_instances: int | None = None) -> Path:
+    """The embedded repository with its two network steps running the checkpoints on ``device``, and
+    ``cpu_instances`` instances of each numpy step (default: as configured)."""
     from google.protobuf import text_format
 
     from vfq.export.repository import NETWORKS, load_config, write_repository
 
     repository = write_repository("embedded", out)
+    for name in () if cpu_instances is None else CPU_STEPS:
+        config = load_config(repository / name / "config.pbtxt")
+        config.instance_group[0].count = cpu_instances
+        (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
     for name in NETWORKS:
         config = load_config(repository / name / "config.pbtxt")
         config.ClearField("parameters")
@@ -154,35 +194,110 @@ def gpu_repository(out: Path, device: str) -> Path:
     return repository
 
 
-def through_triton(ct, device: str, repeats: int, workdir: Path) -> dict[str, Any]:
-    """Latency and throughput at concurrency 8 through the embedded Triton, networks on ``device``."""
+def server_step_seconds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean seconds per request of each model between two ``get_inference_statistics(as_json=True)``
+    answers: its queue and compute (input + infer + output) times."""
+
+    def totals(stats: dict[str, Any]) -> dict[str, dict[str, float]]:
+        return {
+            model["name"]: {
+                field: float(model.get("inference_stats", {}).get(field, {}).get(unit, 0))
+                for field in ("success", "queue", "compute_input", "compute_infer", "compute_output")
+                for unit in ("count" if field == "success" else "ns",)
+            }
+            for model in stats.get("model_stats", [])
+        }
+
+    start, end = totals(before), totals(after)
+    steps = {}
+    for model, fields in end.items():
+        delta = {field: value - start.get(model, {}).get(field, 0.0) for field, value in fields.items()}
+        if delta["success"] > 0:
+            compute = delta["compute_input"] + delta["compute_infer"] + delta["compute_output"]
+            steps[model] = {
+                "queue_s": delta["queue"] * 1e-9 / delta["success"],
+                "compute_s": compute * 1e-9 / delta["success"],
+            }
+    return steps
+
+
+def through_triton(
+    ct, device: str, repeats: int, sweep_requests: int, workdir: Path, log: Path, variant: ServerVariant
+) -> dict[str, Any]:
+    """Latency (with each step's server-side time) and a throughput sweep over ``CONCURRENCY`` client
+    threads, ``sweep_requests`` scans each, through the embedded Triton, networks on ``device``."""
+    import tritonclient.grpc as grpcclient
+
     from vfq.client import VfqClient
     from vfq.server.embedded import EmbeddedServer
 
     def request(client: VfqClient) -> int:
         return len(client.analyze_array(ct.array, ct.geometry).vertebrae)
 
-    repository = gpu_repository(workdir / "repository", device)
-    with EmbeddedServer(repository, log=workdir / "tritonserver.log") as server:
+    def session(url: str, requests: int, barrier: threading.Barrier | None) -> list[tuple[float, float]]:
+        """One client: a first request (its shared memory registered), then, once every client of the
+        level has got there, ``requests`` timed ones: their (start, end) times."""
+        with VfqClient(url, shared_memory=True, timeout_s=120) as client:
+            request(client)
+            if barrier is not None:
+                barrier.wait()
+            spans = []
+            for _ in range(requests):
+                start = time.perf_counter()
+                request(client)
+                spans.append((start, time.perf_counter()))
+        return spans
+
+    repository = gpu_repository(workdir / "repository", device, variant.cpu_instances)
+    result: dict[str, Any] = {"variant": variant.__dict__}
+    server = EmbeddedServer(repository, log=log, library_threads=variant.library_threads).start()
+    with server:
+        # every instance answers before anything is timed: a step's first request on a fresh instance
+        # (CUDA kernels loaded, buffers faulted in) is not what a running server costs
+        with ThreadPoolExecutor(max(CONCURRENCY)) as pool:
+            list(pool.map(lambda _: session(server.grpc_url, 1, None), range(max(CONCURRENCY))))
+        stats = grpcclient.InferenceServerClient(server.grpc_url)
         with VfqClient(server.grpc_url, shared_memory=True, timeout_s=120) as client:
-            latency = median_seconds(lambda: request(client), repeats)
-            vertebrae = request(client)
-
-        def worker(_: int) -> int:
-            with VfqClient(server.grpc_url, shared_memory=True, timeout_s=120) as own:
-                return sum(request(own) > 0 for _ in range(4))
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
-            answered = sum(pool.map(worker, range(8)))
-        throughput = answered / (time.perf_counter() - start)
-    return {"latency_s": latency, "vertebrae": vertebrae, "throughput_scans_per_s_at_8": throughput}
+            result["vertebrae"] = request(client)
+            before = stats.get_inference_statistics(as_json=True)
+            result["latency_s"] = median_seconds(lambda: request(client), repeats)
+            result["server_steps"] = server_step_seconds(before, stats.get_inference_statistics(as_json=True))
+        stats.close()
+        sweep = {}
+        for threads in CONCURRENCY:
+            barrier = threading.Barrier(threads)
+            with ThreadPoolExecutor(threads) as pool:
+                level = [
+                    pool.submit(session, server.grpc_url, sweep_requests, barrier) for _ in range(threads)
+                ]
+                runs = [future.result() for future in level]
+            spans = [span for run in runs for span in run]
+            latencies = [end - start for start, end in spans]
+            elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+            sweep[threads] = {
+                "scans_per_s": len(spans) / elapsed,
+                "latency_p50_s": float(np.median(latencies)),
+                "latency_p90_s": float(np.percentile(latencies, 90)),
+            }
+            print(f"  concurrency {threads}: {sweep[threads]}", flush=True)
+        result["sweep"] = sweep
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu_check"))
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed runs of each in-process step, and scans"
+    )
+    parser.add_argument("--sweep-requests", type=int, default=4, help="timed scans per client in the sweep")
+    parser.add_argument(
+        "--variant",
+        type=ServerVariant.parse,
+        action="append",
+        help="served set-up INSTANCES:THREADS (instances of each numpy step, threads of the numeric "
+        "libraries in each step process or 'default'); repeat to compare, default 4:1",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -192,28 +307,52 @@ def main(argv: list[str] | None = None) -> int:
     )
     report: dict[str, Any] = {
         "card": card,
+        "compute_capability": torch.cuda.get_device_capability(0) if device == "cuda" else None,
         "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    print(f"card: {card}")
-    ct = phantom_ct()
-    report["in_process"] = in_process(ct, device, args.repeats)
-    print(json.dumps(report["in_process"], indent=1, default=str))
-    with tempfile.TemporaryDirectory(prefix="vfq-gpu-check-") as tmp:
-        if device == "cuda" and importlib.util.find_spec("tensorrt"):
-            report["tensorrt"] = tensorrt_plans(ct, args.repeats, Path(tmp))
-        else:
-            report["tensorrt"] = "skipped: no TensorRT or no GPU"
-        print("tensorrt:", json.dumps(report["tensorrt"], indent=1, default=str))
-        if importlib.util.find_spec("pytriton"):
-            report["triton"] = through_triton(ct, device, args.repeats, Path(tmp))
-        else:
-            report["triton"] = "skipped: nvidia-pytriton is not installed"
-        print("triton:", json.dumps(report["triton"], indent=1, default=str))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(
-        json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8"
-    )
+    print(f"card: {card}", flush=True)
+    ct = phantom_ct()
+    with tempfile.TemporaryDirectory(prefix="vfq-gpu-check-") as tmp:
+        sections: dict[str, Callable[[], Any]] = {
+            "in_process": lambda: in_process(ct, device, args.repeats),
+            "tensorrt": lambda: (
+                tensorrt_plans(ct, args.repeats, Path(tmp))
+                if device == "cuda" and importlib.util.find_spec("tensorrt")
+                else "skipped: no TensorRT or no GPU"
+            ),
+            **{
+                f"triton {variant.cpu_instances}:{variant.library_threads or 'default'}": (
+                    lambda variant=variant, index=index: (
+                        through_triton(
+                            ct,
+                            device,
+                            args.repeats,
+                            args.sweep_requests,
+                            Path(tmp) / str(index),
+                            args.out / f"tritonserver{index}.log",
+                            variant,
+                        )
+                        if importlib.util.find_spec("pytriton")
+                        else "skipped: nvidia-pytriton is not installed"
+                    )
+                )
+                for index, variant in enumerate(args.variant or [ServerVariant(4, 1)])
+            },
+        }
+        for name, section in sections.items():
+            try:
+                report[name] = section()
+            except Exception as error:  # a broken section is reported, the next one still runs
+                traceback.print_exc()
+                report[name] = f"failed: {type(error).__name__}: {error}"
+            print(f"{name}:", json.dumps(report[name], indent=1, default=str), flush=True)
+            (args.out / "gpu_check.json").write_text(
+                json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8"
+            )
     return 0
 
 

@@ -13,10 +13,10 @@ get typed results back, write them as JSON, CSV and an overlay picture.
     write_json(result, "report.json")
     write_overlay_png(result, "overlay.png")
 
-Needs numpy, SimpleITK, tritonclient[grpc] and Pillow only (no torch, no onnxruntime). The ``vfq``
-command is :mod:`vfq.client.cli`. The DICOM SR and key image of a study analysed from a DICOM series
-are :mod:`vfq.client.dicom_sr` (highdicom, imported on use); its source headers
-:mod:`vfq.client.dicom_source`.
+Needs numpy, SimpleITK (imported on use, to read files), tritonclient[grpc] and Pillow only (no
+torch, no onnxruntime). The ``vfq`` command is :mod:`vfq.client.cli`. The DICOM SR and key image of a
+study analysed from a DICOM series are :mod:`vfq.client.dicom_sr` (highdicom, imported on use); its
+source headers :mod:`vfq.client.dicom_source`.
 """
 
 from vfq.client.connection import COMPRESSIONS, DEFAULT_URL, VfqClient, check_file_size

@@ -34,7 +34,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
-import SimpleITK as sitk
 import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as system_shm
 from tritonclient.utils import InferenceServerException
@@ -48,8 +47,6 @@ from vfq.client.errors import (
 )
 from vfq.client.results import StudyResult
 from vfq.errors import InputError, VfqError
-from vfq.io import read_ct
-from vfq.io.ct import SUPPORTED_SUFFIXES
 from vfq.preprocess import MAX_SHAPE
 from vfq.tensors import CT_INPUT, PIPELINE_MODEL, PIPELINE_OUTPUTS, SPACING_INPUT
 from vfq.volume import ImageGeometry
@@ -246,6 +243,8 @@ class VfqClient:
             ServerUnavailableError, ModelNotReadyError, RequestTimeoutError, ServerRejectedError,
             SharedMemoryError, ResponseError: as :meth:`analyze_array`.
         """
+        from vfq.io import read_ct  # SimpleITK is imported on use: clients sending arrays need none
+
         check_file_size(path)
         start = time.perf_counter()
         ct = read_ct(path)
@@ -475,6 +474,10 @@ def check_file_size(path: str | os.PathLike[str]) -> None:
     Raises:
         InputError: the announced volume is larger than the limit.
     """
+    import SimpleITK as sitk  # imported on use, as in VfqClient.analyze
+
+    from vfq.io.ct import SUPPORTED_SUFFIXES
+
     path = Path(path)
     name = path.name.lower()
     suffix = next((s for s in SUPPORTED_SUFFIXES if name.endswith(s)), None)

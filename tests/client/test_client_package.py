@@ -46,3 +46,9 @@ def test_the_client_and_its_cli_import_without_heavy_dependencies():
     code = f"import sys, vfq.client, vfq.client.cli; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_client_that_sends_arrays_never_loads_simpleitk():
+    code = "import sys, vfq.client; print('SimpleITK' in sys.modules, 'vfq.io' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

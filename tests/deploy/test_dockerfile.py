@@ -1,5 +1,6 @@
 """The derived server image, checked without a Docker engine: its base is the NGC release of the pinned
-Triton, everything it copies exists, it pins what the python steps need, and it runs as uid 1000."""
+Triton, everything it copies exists, it pins what the python steps need, sizes their numeric libraries'
+threads as the embedded server does, and it runs as uid 1000."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from pathlib import Path
 
 from vfq.server import NGC_RELEASE, TENSORRT_VERSION
+from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, STEP_LIBRARY_THREADS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
@@ -45,3 +47,10 @@ def test_triton_runs_on_the_tcmalloc_the_image_checked_it_has():
     (command,) = instructions("CMD")
     assert "exec env LD_PRELOAD=/opt/vfq/lib/libtcmalloc.so tritonserver " in command
     assert command.count("LD_PRELOAD") == 1  # the plan builder runs on the system's malloc
+
+
+def test_the_step_processes_run_their_numeric_libraries_on_as_many_threads_as_embedded():
+    (line,) = instructions("ENV")
+    assert dict(item.split("=") for item in line.split()) == dict.fromkeys(
+        LIBRARY_THREAD_VARIABLES, str(STEP_LIBRARY_THREADS)
+    )

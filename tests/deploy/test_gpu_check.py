@@ -4,6 +4,7 @@ PyTorch checkpoints (TorchNetworkModel) give the answer of the ONNX Runtime step
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from vfq.server.embedded import EmbeddedServer
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
 gpu_check = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = gpu_check  # its dataclasses look their module up
 spec.loader.exec_module(gpu_check)
 
 
@@ -33,3 +35,8 @@ def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
     np.testing.assert_allclose(
         [v.keypoints_world for v in torch.vertebrae], [v.keypoints_world for v in onnx.vertebrae], atol=0.05
     )
+
+
+def test_a_served_variant_reads_instances_and_library_threads():
+    assert gpu_check.ServerVariant.parse("8:1") == gpu_check.ServerVariant(8, 1)
+    assert gpu_check.ServerVariant.parse("4:default") == gpu_check.ServerVariant(4, None)

@@ -1,6 +1,7 @@
-"""The memory allocator of the embedded Triton (vfq.server.embedded): tcmalloc preloaded into the
+"""The processes of the embedded Triton (vfq.server.embedded). Memory: tcmalloc preloaded into the
 server and every python-backend stub, glibc's malloc when asked, a warning when it is missing; what
-a step's process keeps of it bounded by ``max_retained_mb`` (vfq.server.memory)."""
+a step's process keeps of it bounded by ``max_retained_mb`` (vfq.server.memory). Threads: the numeric
+libraries of every stub sized to one thread unless the environment says otherwise."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from server_factories import scrape, value
 
 from vfq.client import VfqClient
 from vfq.export.repository import write_repository
-from vfq.server.embedded import EmbeddedServer, allocator_preload
+from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, EmbeddedServer, allocator_preload
 from vfq.server.memory import RetainedMemoryCap
 from vfq.volume import ImageGeometry
 
@@ -77,6 +78,37 @@ def test_the_preload_goes_first_and_the_system_allocator_preloads_nothing(monkey
     assert EmbeddedServer(allocator="system").environment()["LD_PRELOAD"] == "libother.so"
     monkeypatch.delenv("LD_PRELOAD")
     assert "LD_PRELOAD" not in EmbeddedServer(allocator="system").environment()
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    items = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def test_every_stub_runs_its_numeric_libraries_on_one_thread(server):
+    stubs = stubs_of(server)
+    assert len(stubs) == 10
+    for pid in stubs:
+        environment = environment_of(pid)
+        assert {name: environment.get(name) for name in LIBRARY_THREAD_VARIABLES} == dict.fromkeys(
+            LIBRARY_THREAD_VARIABLES, "1"
+        ), pid
+
+
+def test_library_threads_fill_in_what_the_environment_leaves_unset(monkeypatch):
+    for name in LIBRARY_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    environment = EmbeddedServer(library_threads=2).environment()
+    assert {name: environment[name] for name in LIBRARY_THREAD_VARIABLES} == {
+        "OPENBLAS_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "2",
+    }
+    untouched = EmbeddedServer(library_threads=None).environment()
+    assert "OPENBLAS_NUM_THREADS" not in untouched and untouched["OMP_NUM_THREADS"] == "4"
+    with pytest.raises(ValueError, match=r"library_threads must be >= 1 or None, got 0"):
+        EmbeddedServer(library_threads=0)
 
 
 def test_a_missing_tcmalloc_is_a_warning_that_says_what_to_install(monkeypatch):

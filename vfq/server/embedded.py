@@ -17,6 +17,12 @@ about a quarter of the CT steps' time in ``clear_page``). tcmalloc keeps freed p
 request, so the server's processes run with it preloaded (``LD_PRELOAD``) when the system has it
 (Debian: ``libtcmalloc-minimal4``); Triton's documentation recommends it, and its container ships it.
 What each step's process keeps that way is bounded by :mod:`vfq.server.memory`.
+
+Threads: every instance of a python step is its own process, and Triton runs several at once, so the
+numeric libraries in them (OpenBLAS under numpy, OpenMP, MKL) get one thread per process
+(:data:`LIBRARY_THREAD_VARIABLES`) unless the environment already sizes them. With their default of
+one thread per core, each process started as many spinning threads as the host has cores: on a 16-core
+GPU host, 8 clients got 1.1 scans/s (fewer than 1 client's 2.7); with one thread, 14.6 (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ DEFAULT_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 EXIT_TIMEOUT_S = 30
 #: Memory allocators of the server's processes (see the module's docstring); the first is the default.
 ALLOCATORS = ("tcmalloc", "system")
+#: Environment variables that size the thread pools of the numeric libraries in the step processes.
+LIBRARY_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: Threads of those libraries in each step process (see the module's docstring).
+STEP_LIBRARY_THREADS = 1
 #: Libraries that provide tcmalloc, the first found is preloaded (gperftools' minimal build first).
 TCMALLOC_LIBRARIES = ("tcmalloc_minimal", "tcmalloc")
 
@@ -115,6 +125,9 @@ class EmbeddedServer:
             the repository API) and waits for the server only.
         allocator: ``"tcmalloc"`` (preloaded into the server and its stubs when the system has it,
             otherwise a warning and glibc's malloc) or ``"system"``; see the module's docstring.
+        library_threads: threads of the numeric libraries in each step process, set through
+            :data:`LIBRARY_THREAD_VARIABLES` where the environment does not set them already;
+            ``None`` leaves the libraries' own default (one per core).
 
     Attributes: ``preload``, the allocator library preloaded (``None``: glibc's malloc); after
     :meth:`start`: ``grpc_url`` (``host:port``), ``http_url``, ``metrics_url``.
@@ -132,6 +145,7 @@ class EmbeddedServer:
         extra_args: Sequence[str] = (),
         model_control: str = "none",
         allocator: str = ALLOCATORS[0],
+        library_threads: int | None = STEP_LIBRARY_THREADS,
     ) -> None:
         self.model_repository = Path(model_repository or DEFAULT_REPOSITORY).resolve()
         self.ports = {
@@ -155,6 +169,9 @@ class EmbeddedServer:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        if library_threads is not None and library_threads < 1:
+            raise ValueError(f"library_threads must be >= 1 or None, got {library_threads}")
+        self.library_threads = library_threads
         self._log_target = log
         self._log: IO[str] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
@@ -180,13 +197,16 @@ class EmbeddedServer:
 
     def environment(self) -> dict[str, str]:
         """The server's environment: this interpreter first on ``PATH``, the wheel's libraries found,
-        the allocator preloaded."""
+        the allocator preloaded, the numeric libraries' threads set."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         libs = triton_home().parents[1] / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
         if self.preload:
             env["LD_PRELOAD"] = " ".join(p for p in (self.preload, env.get("LD_PRELOAD")) if p)
+        if self.library_threads is not None:
+            for name in LIBRARY_THREAD_VARIABLES:
+                env.setdefault(name, str(self.library_threads))
         return env
 
     def start(self) -> EmbeddedServer:
@@ -294,6 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=ALLOCATORS[0],
         help="memory allocator of the server's processes (default tcmalloc, when installed)",
     )
+    parser.add_argument(
+        "--library-threads",
+        type=int,
+        default=STEP_LIBRARY_THREADS,
+        help="threads of numpy's BLAS (and OpenMP, MKL) in each step process; 0 = one per core "
+        f"(default {STEP_LIBRARY_THREADS}; OPENBLAS_NUM_THREADS and the like, where set, win)",
+    )
     args = parser.parse_args(argv)
     server = EmbeddedServer(
         args.model_repository,
@@ -304,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         startup_timeout_s=args.startup_timeout,
         extra_args=[f"--log-verbose={args.log_verbose}"],
         allocator=args.allocator,
+        library_threads=args.library_threads or None,
     )
     try:
         server.start()
