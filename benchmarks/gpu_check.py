@@ -4,12 +4,14 @@ On a 512 × 512 × 300 phantom (0.7 × 0.7 × 1 mm) it measures, with the card's
 
 1. each network on the GPU — TensorRT plans when ``tensorrt`` is importable (built here, FP16,
    :mod:`vfq.export.tensorrt_plans`), and PyTorch on CUDA from the shipped checkpoints;
-2. the in-process pipeline with the networks on the GPU (the numpy steps on the CPU), per step;
+2. the in-process pipeline with the networks on the GPU (the numpy steps on the CPU), per step, and
+   the two CT resamplings in PyTorch on the GPU (:mod:`vfq.torch_resampling`);
 3. the whole pipeline through the embedded Triton (when ``nvidia-pytriton`` is installed), its
    network steps as python models running the checkpoints on CUDA
-   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC with shared memory: median latency with
-   each step's server-side queue and compute time, and throughput over 1, 2, 4, 8 client threads —
-   goals ≤ 0.2 s per scan and ≥ 30 scans/s at 8.
+   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC with shared memory, for each served
+   set-up asked for (:class:`ServerVariant`): median latency with each step's server-side queue and
+   compute time, and throughput over 1, 2, 4, 8 client threads — goals ≤ 0.2 s per scan and
+   ≥ 30 scans/s at 8.
 
 It installs nothing: what is missing is reported and skipped. Without a GPU it runs on the CPU and
 says so (a dry run of the script itself). Results: printed, and written as JSON to ``--out``::
@@ -45,24 +47,33 @@ CHECKPOINTS = {
 
 #: The numpy steps of the ensemble (CPU instances).
 CPU_STEPS = ("preprocess", "straighten", "keypoint_decoder")
+#: Those of them that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
+RESAMPLING_STEPS = ("preprocess", "straighten")
 #: Client threads of the throughput sweep.
 CONCURRENCY = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
 class ServerVariant:
-    """How the served pipeline is set up: instances of each numpy step, and the threads of the
-    numeric libraries in every step process (``None``: their default, one per core; see
-    :class:`vfq.server.embedded.EmbeddedServer`)."""
+    """How the served pipeline is set up: instances of each numpy step, threads of the numeric
+    libraries in every step process (``None``: their default, one per core; see
+    :class:`vfq.server.embedded.EmbeddedServer`), and the torch device of the CT resamplings in
+    preprocess and straighten (``None``: numpy on the CPU; :mod:`vfq.torch_resampling`)."""
 
     cpu_instances: int
     library_threads: int | None
+    resample_device: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ServerVariant:
-        """``"INSTANCES:THREADS"``, THREADS a number or ``default``; e.g. ``4:1``, ``8:default``."""
-        instances, threads = text.split(":")
-        return cls(int(instances), None if threads == "default" else int(threads))
+        """``"INSTANCES:THREADS[:DEVICE]"``, THREADS a number or ``default``; e.g. ``4:1``,
+        ``8:default``, ``4:1:cuda``."""
+        instances, threads, *device = text.split(":")
+        return cls(int(instances), None if threads == "default" else int(threads), *device)
+
+    def __str__(self) -> str:
+        fields = [self.cpu_instances, self.library_threads or "default", self.resample_device]
+        return ":".join(str(field) for field in fields if field is not None)
 
 
 def median_seconds(
@@ -134,6 +145,13 @@ def in_process(ct, device: str, repeats: int) -> dict[str, Any]:
             steps[f"{name} (torch fp16)"] = median_seconds(
                 lambda n=name, t=tensor: run(n, t, True), repeats, sync
             )
+        from vfq.torch_resampling import TorchResampler
+
+        resampler = TorchResampler(device)  # each call returns numpy arrays: no synchronisation needed
+        steps["preprocess (torch, GPU)"] = median_seconds(lambda: resampler.localizer_input(ct), repeats)
+        steps["straighten (torch, GPU)"] = median_seconds(
+            lambda: to_detector_input(ct, curve, resampler.sagittal), repeats
+        )
     total = median_seconds(
         lambda: analyze(ct, lambda t: run("spine_localizer", t)[0], lambda t: run("vertebra_detector", t)),
         repeats,
@@ -168,17 +186,23 @@ def tensorrt_plans(ct, repeats: int, workdir: Path) -> dict[str, Any]:
     return result
 
 
-def gpu_repository(out: Path, device: str, cpu_instances: int | None = None) -> Path:
-    """The embedded repository with its two network steps running the checkpoints on ``device``, and
-    ``cpu_instances`` instances of each numpy step (default: as configured)."""
+def gpu_repository(
+    out: Path, device: str, cpu_instances: int | None = None, resample_device: str | None = None
+) -> Path:
+    """The embedded repository with its two network steps running the checkpoints on ``device``,
+    ``cpu_instances`` instances of each numpy step (default: as configured), and the resamplings of
+    preprocess and straighten on ``resample_device`` (default: numpy)."""
     from google.protobuf import text_format
 
     from vfq.export.repository import NETWORKS, load_config, write_repository
 
     repository = write_repository("embedded", out)
-    for name in () if cpu_instances is None else CPU_STEPS:
+    for name in CPU_STEPS:
         config = load_config(repository / name / "config.pbtxt")
-        config.instance_group[0].count = cpu_instances
+        if cpu_instances is not None:
+            config.instance_group[0].count = cpu_instances
+        if resample_device is not None and name in RESAMPLING_STEPS:
+            config.parameters["device"].string_value = resample_device
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
     for name in NETWORKS:
         config = load_config(repository / name / "config.pbtxt")
@@ -248,7 +272,9 @@ def through_triton(
                 spans.append((start, time.perf_counter()))
         return spans
 
-    repository = gpu_repository(workdir / "repository", device, variant.cpu_instances)
+    repository = gpu_repository(
+        workdir / "repository", device, variant.cpu_instances, variant.resample_device
+    )
     result: dict[str, Any] = {"variant": variant.__dict__}
     server = EmbeddedServer(repository, log=log, library_threads=variant.library_threads).start()
     with server:
@@ -295,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         type=ServerVariant.parse,
         action="append",
-        help="served set-up INSTANCES:THREADS (instances of each numpy step, threads of the numeric "
-        "libraries in each step process or 'default'); repeat to compare, default 4:1",
+        help="served set-up INSTANCES:THREADS[:DEVICE] (instances of each numpy step, threads of the "
+        "numeric libraries in each step process or 'default', torch device of the CT resamplings); "
+        "repeat to compare, default 4:1",
     )
     args = parser.parse_args(argv)
     import torch
@@ -325,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 else "skipped: no TensorRT or no GPU"
             ),
             **{
-                f"triton {variant.cpu_instances}:{variant.library_threads or 'default'}": (
+                f"triton {variant}": (
                     lambda variant=variant, index=index: (
                         through_triton(
                             ct,

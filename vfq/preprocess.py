@@ -26,7 +26,7 @@ Everything here is numpy only (it runs inside Triton's python backend) and never
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +70,8 @@ __all__ = [
     "LocalizerGrid",
     "LocalizerInput",
     "localizer_grid",
+    "localizer_input",
+    "localizer_weights",
     "spine_curve_from_heatmap",
     "to_detector_input",
     "to_localizer_grid",
@@ -324,15 +326,14 @@ def to_localizer_grid(ct: CTVolume) -> LocalizerInput:
     Returns:
         The ``[1, 1, Z, Y, X]`` float32 tensor and its grid (world LPS mm of every coarse voxel).
     """
-    grid = localizer_grid(ct.geometry)
-    cells = [_axis_cells(n, s, LOCALIZER_SPACING_MM) for n, s in zip(ct.geometry.shape, ct.geometry.spacing)]
-    wz = cells[0].weights.astype(np.float32)
-    y_blocks = _band_blocks(cells[1].weights)
-    x_blocks = _band_blocks(cells[2].weights * HU_SCALE)  # the scale rides on the last product
+    weights_z, weights_y, weights_x = localizer_weights(ct.geometry)
+    wz = weights_z.astype(np.float32)
+    y_blocks = _band_blocks(weights_y)
+    x_blocks = _band_blocks(weights_x * HU_SCALE)  # the scale rides on the last product
     a = ct.array
     lo, hi = int(HU_CLIP[0]), int(HU_CLIP[1])
     nz, ny, nx = a.shape
-    my, mx = cells[1].weights.shape[0], cells[2].weights.shape[0]
+    my, mx = weights_y.shape[0], weights_x.shape[0]
     buffer = np.empty((_CHUNK_PLANES, ny, nx), dtype=np.float32)
     term = np.empty((ny, nx), dtype=np.float32)
     if wz.shape[0] < nz:  # z shrinks: each coarse plane from the few CT planes of its cell
@@ -356,9 +357,26 @@ def to_localizer_grid(ct: CTVolume) -> LocalizerInput:
             np.clip(a[k0 : k0 + count], lo, hi, out=buffer[:count])
             planes[k0 : k0 + count] = _in_plane(buffer[:count], y_blocks, x_blocks, my, mx)
         small = np.tensordot(wz, planes, axes=1).astype(np.float32, copy=False)
-    np.clip(small, HU_CLIP[0] * HU_SCALE, HU_CLIP[1] * HU_SCALE, out=small)  # rounding only
+    return localizer_input(small, localizer_grid(ct.geometry))
+
+
+def localizer_weights(ct_geometry: ImageGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The area-averaging matrices of :func:`to_localizer_grid`, one per axis ``(z, y, x)``: float64
+    ``(coarse cells, CT voxels)``, row ``j`` the fraction of coarse cell ``j`` each voxel covers."""
+    wz, wy, wx = (
+        _axis_cells(n, s, LOCALIZER_SPACING_MM).weights
+        for n, s in zip(ct_geometry.shape, ct_geometry.spacing)
+    )
+    return wz, wy, wx
+
+
+def localizer_input(scaled_means: np.ndarray, grid: LocalizerGrid) -> LocalizerInput:
+    """The localizer input from the scaled cell means ``(z, y, x)`` float32 of :func:`to_localizer_grid`
+    (on ``grid.valid_shape``): clipped to the scaled ``HU_CLIP`` (rounding only) and padded with
+    ``AIR_INPUT`` to the grid's shape."""
+    np.clip(scaled_means, HU_CLIP[0] * HU_SCALE, HU_CLIP[1] * HU_SCALE, out=scaled_means)
     tensor = np.full((1, 1, *grid.geometry.shape), AIR_INPUT, dtype=np.float32)
-    tensor[0, 0, : small.shape[0], : small.shape[1], : small.shape[2]] = small
+    tensor[0, 0, : grid.valid_shape[0], : grid.valid_shape[1], : grid.valid_shape[2]] = scaled_means
     return LocalizerInput(tensor=tensor, grid=grid)
 
 
@@ -476,7 +494,11 @@ class DetectorInput:
         return p
 
 
-def to_detector_input(ct: CTVolume, curve: SpineCurve) -> DetectorInput:
+def to_detector_input(
+    ct: CTVolume,
+    curve: SpineCurve,
+    sample: Callable[[CTVolume, SpineCurve, StraightenedGrid], np.ndarray] = straighten_sagittal,
+) -> DetectorInput:
     """Straighten the CT along ``curve`` into the detector's ``[1, 1, S, V]`` input.
 
     The grid is :func:`vfq.straighten.default_grid` with ``DETECTOR_WIDTH_PX`` columns of
@@ -484,7 +506,8 @@ def to_detector_input(ct: CTVolume, curve: SpineCurve) -> DetectorInput:
     and a ``DETECTOR_SLAB_MM`` slab averaged over its thickness (:func:`straighten_sagittal`:
     trilinear samples, air outside the scan). HU are clipped to ``HU_CLIP`` after sampling and
     scaled by ``HU_SCALE``; rows are padded at the superior end to a multiple of
-    ``DETECTOR_MULTIPLE`` with ``AIR_INPUT``.
+    ``DETECTOR_MULTIPLE`` with ``AIR_INPUT``. ``sample`` makes the ``(n_s, n_v)`` HU image of the grid
+    (another device's implementation of :func:`straighten_sagittal`, say).
 
     Raises:
         InputError: the curve does not pass through the scan.
@@ -497,7 +520,7 @@ def to_detector_input(ct: CTVolume, curve: SpineCurve) -> DetectorInput:
         pixel_mm=DETECTOR_PIXEL_MM,
         step_mm=DETECTOR_PIXEL_MM,
     )
-    sagittal = straighten_sagittal(ct, curve, grid)
+    sagittal = sample(ct, curve, grid)
     n_s, n_v = sagittal.shape
     if n_v % DETECTOR_MULTIPLE:
         raise InputError(f"detector width {n_v} px is not a multiple of {DETECTOR_MULTIPLE}")

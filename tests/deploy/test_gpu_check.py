@@ -1,5 +1,6 @@
 """The GPU check's served variant, run here on the CPU: the network steps as python models running the
-PyTorch checkpoints (TorchNetworkModel) give the answer of the ONNX Runtime steps."""
+PyTorch checkpoints (TorchNetworkModel) and the CT resamplings of preprocess and straighten in PyTorch
+(vfq.torch_resampling) give the answer of the ONNX Runtime and numpy steps."""
 
 from __future__ import annotations
 
@@ -25,7 +26,11 @@ def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
     acquisition = Acquisition(spacing=(2.5, 1.0, 1.0), slice_thickness=2.5, matrix=(320, 320))
     ct = generate(sample_spec(31, FieldOfView.ABDOMEN, acquisition)).ct
     answers = []
-    for repository in (None, gpu_check.gpu_repository(tmp_path / "torch", "cpu")):
+    torch_steps = gpu_check.gpu_repository(tmp_path / "torch", "cpu", resample_device="cpu")
+    for step in gpu_check.RESAMPLING_STEPS:
+        config = (torch_steps / step / "config.pbtxt").read_text(encoding="utf-8")
+        assert 'key: "device"' in config and 'string_value: "cpu"' in config
+    for repository in (None, torch_steps):
         with EmbeddedServer(repository) as server, VfqClient(server.grpc_url, timeout_s=60) as client:
             answers.append(client.analyze_array(ct.array, ct.geometry))
     onnx, torch = answers
@@ -40,3 +45,5 @@ def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
 def test_a_served_variant_reads_instances_and_library_threads():
     assert gpu_check.ServerVariant.parse("8:1") == gpu_check.ServerVariant(8, 1)
     assert gpu_check.ServerVariant.parse("4:default") == gpu_check.ServerVariant(4, None)
+    variant = gpu_check.ServerVariant.parse("4:1:cuda")
+    assert variant == gpu_check.ServerVariant(4, 1, "cuda") and str(variant) == "4:1:cuda"

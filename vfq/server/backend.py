@@ -153,22 +153,39 @@ def _error_response(message: str, code: Any) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
-class PreprocessModel(PythonStep):
+class ResamplingStep(PythonStep):
+    """A step that resamples the CT: in numpy, or in PyTorch on the torch device that the config
+    parameter ``device`` names (``"cuda"``, say; :class:`vfq.torch_resampling.TorchResampler`)."""
+
+    def setup(self, args: dict[str, str]) -> None:
+        self.resampler = None
+        if "device" in self.parameters:
+            from vfq.torch_resampling import TorchResampler
+
+            self.resampler = TorchResampler(self.parameters["device"])
+
+
+class PreprocessModel(ResamplingStep):
     """Step 1, ``preprocess``: validate the CT, resample it to the localizer grid."""
 
     inputs = (CT_INPUT, SPACING_INPUT)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT])
+        if self.resampler is None:
+            return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT])
+        return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT], self.resampler.localizer_input)
 
 
-class StraightenModel(PythonStep):
+class StraightenModel(ResamplingStep):
     """Step 3, ``straighten``: fit the spine curve, straighten the CT along it."""
 
     inputs = (CT_INPUT, SPACING_INPUT, LOCALIZER_OUTPUT)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return steps.straighten(arrays[CT_INPUT], arrays[SPACING_INPUT], arrays[LOCALIZER_OUTPUT])
+        ct, spacing, heatmap = arrays[CT_INPUT], arrays[SPACING_INPUT], arrays[LOCALIZER_OUTPUT]
+        if self.resampler is None:
+            return steps.straighten(ct, spacing, heatmap)
+        return steps.straighten(ct, spacing, heatmap, self.resampler.sagittal)
 
 
 class DecoderModel(PythonStep):

@@ -12,7 +12,7 @@ keypoints leave it as voxels ``(z, y, x)`` of the array that was sent. Numpy onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import astuple, dataclass, fields
 
 import numpy as np
@@ -22,13 +22,14 @@ from vfq.errors import InputError
 from vfq.keypoints import NUM_KEYPOINTS
 from vfq.pipeline import NO_VERTEBRAE, no_curve_reason
 from vfq.preprocess import (
+    LocalizerInput,
     localizer_grid,
     spine_curve_from_heatmap,
     to_detector_input,
     to_localizer_grid,
     validate_ct,
 )
-from vfq.straighten import SpineCurve, StraightenedGrid
+from vfq.straighten import SpineCurve, StraightenedGrid, straighten_sagittal
 from vfq.tensors import (
     AIR_INPUT,
     CURVE_TENSOR,
@@ -56,7 +57,7 @@ from vfq.tensors import (
     decode_text,
     encode_text,
 )
-from vfq.volume import ImageGeometry
+from vfq.volume import CTVolume, ImageGeometry
 
 Tensors = dict[str, np.ndarray]
 
@@ -64,11 +65,15 @@ Tensors = dict[str, np.ndarray]
 GRID_VECTOR_LENGTH = len(fields(StraightenedGrid)) + 5
 
 
-def preprocess(ct: np.ndarray, spacing: np.ndarray) -> Tensors:
+def preprocess(
+    ct: np.ndarray, spacing: np.ndarray, resample: Callable[[CTVolume], LocalizerInput] = to_localizer_grid
+) -> Tensors:
     """Step 1: validate the CT, resample it to the localizer grid.
 
     Args:
         ct: ``CT`` int16 ``(z, y, x)`` HU of an LPS volume; spacing: ``SPACING`` ``(z, y, x)`` mm.
+        resample: :func:`vfq.preprocess.to_localizer_grid`, or its version on another device
+            (:meth:`vfq.torch_resampling.TorchResampler.localizer_input`).
 
     Returns:
         ``{CT_COARSE: float32 [1, 1, Z, Y, X]}``.
@@ -76,15 +81,22 @@ def preprocess(ct: np.ndarray, spacing: np.ndarray) -> Tensors:
     Raises:
         InputError: the request is not a CT the pipeline can take (:func:`vfq.preprocess.validate_ct`).
     """
-    return {LOCALIZER_INPUT: to_localizer_grid(validate_ct(ct, spacing)).tensor}
+    return {LOCALIZER_INPUT: resample(validate_ct(ct, spacing)).tensor}
 
 
-def straighten(ct: np.ndarray, spacing: np.ndarray, heatmap: np.ndarray) -> Tensors:
+def straighten(
+    ct: np.ndarray,
+    spacing: np.ndarray,
+    heatmap: np.ndarray,
+    sample: Callable[[CTVolume, SpineCurve, StraightenedGrid], np.ndarray] = straighten_sagittal,
+) -> Tensors:
     """Step 3: fit the spine curve to the localizer's heatmap, straighten the CT along it.
 
     Args:
         ct, spacing: the ensemble's inputs (as for :func:`preprocess`).
         heatmap: ``SPINE_HEATMAP`` float32 ``[1, 1, Z, Y, X]`` on the localizer grid of this CT.
+        sample: :func:`vfq.straighten.straighten_sagittal`, or its version on another device
+            (:meth:`vfq.torch_resampling.TorchResampler.sagittal`).
 
     Returns:
         ``SAGITTAL`` (the detector input ``[1, 1, S, V]``), ``SPINE_CURVE`` float64 ``[K, 6]``,
@@ -109,7 +121,7 @@ def straighten(ct: np.ndarray, spacing: np.ndarray, heatmap: np.ndarray) -> Tens
             GRID_TENSOR: np.zeros(GRID_VECTOR_LENGTH),
             STRAIGHTEN_STATUS: _bytes(no_curve_reason(heatmap)),
         }
-    detector_input = to_detector_input(volume, curve)
+    detector_input = to_detector_input(volume, curve, sample)
     return {
         DETECTOR_INPUT: detector_input.tensor,
         CURVE_TENSOR: pack_curve(curve),

@@ -18,7 +18,7 @@ import numpy as np
 from vfq.errors import InputError
 from vfq.straighten.curve import SpineCurve
 from vfq.straighten.grid import StraightenedGrid
-from vfq.volume import CTVolume
+from vfq.volume import CTVolume, ImageGeometry
 
 #: HU of samples outside the scan (air).
 AIR_HU = -1024.0
@@ -41,8 +41,24 @@ def straighten(
         ``(n_s, n_v, n_w)`` float32 HU; element ``[i_s, i_v, i_w]`` is the CT at
         :func:`vfq.straighten.grid_to_world` of that index.
     """
-    geometry = ct.geometry
-    s = grid.s_mm
+    out = np.empty(grid.shape, dtype=np.float32)
+    rows = max(1, _BLOCK_POINTS // (grid.n_v * grid.n_w))
+    for start in range(0, grid.n_s, rows):
+        sl = slice(start, start + rows)
+        out[sl] = sample_trilinear(ct.array, *grid_voxels(ct.geometry, curve, grid, sl), fill=fill_hu)
+    return out
+
+
+def grid_voxels(
+    geometry: ImageGeometry, curve: SpineCurve, grid: StraightenedGrid, rows: slice = slice(None)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CT voxel indices ``(z, y, x)`` of the straightened grid's samples in ``rows`` (along ``s``).
+
+    Returns:
+        Three float64 arrays of shape ``(len(rows), n_v, n_w)``: continuous voxel indices of the CT of
+        ``geometry`` at :func:`vfq.straighten.grid_to_world` of each grid index.
+    """
+    s = grid.s_mm[rows]
     centre = curve.position(s)
     frame = curve.frame(s)
     # world -> voxel is affine: map the curve points, and the unit steps along e2 and e3
@@ -50,19 +66,11 @@ def straighten(
     vox_e2 = geometry.world_to_voxel(centre + frame[:, 1]) - vox_c
     vox_e3 = geometry.world_to_voxel(centre + frame[:, 2]) - vox_c
     v, w = grid.v_mm, grid.w_mm
-
-    out = np.empty(grid.shape, dtype=np.float32)
-    rows = max(1, _BLOCK_POINTS // (grid.n_v * grid.n_w))
-    for start in range(0, grid.n_s, rows):
-        sl = slice(start, start + rows)
-        coords = [
-            vox_c[sl, a, None, None]
-            + v[None, :, None] * vox_e2[sl, a, None, None]
-            + w * vox_e3[sl, a, None, None]
-            for a in range(3)
-        ]
-        out[sl] = sample_trilinear(ct.array, coords[0], coords[1], coords[2], fill=fill_hu)
-    return out
+    z, y, x = (
+        vox_c[:, a, None, None] + v[None, :, None] * vox_e2[:, a, None, None] + w * vox_e3[:, a, None, None]
+        for a in range(3)
+    )
+    return z, y, x
 
 
 def sample_trilinear(
