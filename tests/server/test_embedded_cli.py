@@ -1,5 +1,6 @@
 """`vfq serve` and `vfq demo` as a user runs them: the server comes up, answers, and stops cleanly on
-Ctrl-C; the demo writes the reports of the README and finds the phantom's severe fracture."""
+Ctrl-C or SIGTERM (Triton with it); the demo writes the reports of the README and finds the phantom's
+severe fracture."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from vfq.tensors import NOT_ASSESSABLE_OUTPUT
 VFQ = str(Path(sys.executable).parent / "vfq")
 
 
-def test_vfq_serve_answers_and_stops_cleanly_on_ctrl_c():
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_vfq_serve_answers_and_stops_cleanly_on_ctrl_c_or_sigterm(stop_signal):
     command = [VFQ, "serve", "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0"]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8"
@@ -36,8 +38,10 @@ def test_vfq_serve_answers_and_stops_cleanly_on_ctrl_c():
         url = re.search(r"gRPC (127\.0\.0\.1:\d+)", ready).group(1)
         outputs = infer(url, np.full((20, 32, 32), -1000, np.int16), (2, 2, 2))  # air: no spine
         assert outputs[NOT_ASSESSABLE_OUTPUT][0].startswith(b"no spine found")
-        process.send_signal(signal.SIGINT)
+        server_pid = int(subprocess.check_output(["pgrep", "-P", str(process.pid), "tritonserver"]))
+        process.send_signal(stop_signal)
         assert process.wait(timeout=60) == 0
+        assert not Path(f"/proc/{server_pid}").exists()  # Triton stopped with it
     finally:
         if process.poll() is None:
             process.kill()
@@ -45,10 +49,16 @@ def test_vfq_serve_answers_and_stops_cleanly_on_ctrl_c():
         process.stderr.close()
 
 
-@pytest.mark.parametrize("argv", [["--grpc-port", "nope"]])
-def test_vfq_serve_refuses_bad_arguments(argv):
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--grpc-port", "nope"], "invalid int value: 'nope'"),
+        (["--library-threads", "-1"], "--library-threads must be >= 0, got -1"),
+    ],
+)
+def test_vfq_serve_refuses_bad_arguments(argv, message):
     result = subprocess.run([VFQ, "serve", *argv], capture_output=True, text=True)
-    assert result.returncode == 2 and "invalid int value: 'nope'" in result.stderr
+    assert result.returncode == 2 and message in result.stderr
 
 
 def test_the_demo_writes_the_reports_and_finds_the_crushed_t12(tmp_path, capsys):

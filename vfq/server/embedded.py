@@ -299,8 +299,16 @@ class EmbeddedServer:
         self.stop()
 
 
+#: Signals on which ``vfq serve`` stops the server cleanly (Ctrl-C; a container runtime's stop).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``vfq serve``: run the embedded Triton in the foreground until Ctrl-C."""
+    """``vfq serve``: run the embedded Triton in the foreground until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="vfq serve", description=main.__doc__)
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY)
     parser.add_argument("--grpc-port", type=int, default=8001, help="0 = a free port (default 8001)")
@@ -322,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(default {STEP_LIBRARY_THREADS}; OPENBLAS_NUM_THREADS and the like, where set, win)",
     )
     args = parser.parse_args(argv)
+    if args.library_threads < 0:
+        parser.error(f"--library-threads must be >= 0, got {args.library_threads}")
     server = EmbeddedServer(
         args.model_repository,
         grpc_port=args.grpc_port,
@@ -333,11 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         allocator=args.allocator,
         library_threads=args.library_threads or None,
     )
+    # Whatever this process inherited (a signal blocked or ignored by its parent), both signals stop
+    # the server: Triton finishes its requests and exits, and no orphaned tritonserver is left.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, _stop_on_signal)
     try:
         server.start()
         print(
             f"vfq: {PIPELINE_MODEL} ready - gRPC {server.grpc_url}, HTTP {server.http_url}, "
-            f"metrics {server.metrics_url}; Ctrl-C stops",
+            f"metrics {server.metrics_url}; Ctrl-C or SIGTERM stops",
             file=sys.stderr,
             flush=True,
         )
