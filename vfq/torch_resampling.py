@@ -9,8 +9,9 @@ steps use them when their config names a ``device`` (:mod:`vfq.server.backend`).
 What each one moves to the device:
 
 * the localizer input needs every voxel: the int16 CT goes over once (157 MB for 512 × 512 × 300), is
-  clipped in float32 there, and three matrix products along x, y and z average it onto the 4 mm grid
-  (about 15 GFLOP, most of them on zero weights: well under a millisecond on a current GPU);
+  clipped in float32 there slab by slab (:data:`CHUNK_PLANES`), and three matrix products along x, y
+  and z average it onto the 4 mm grid (about 15 GFLOP, most of them on zero weights: well under a
+  millisecond on a current GPU);
 * the straightened image needs only the voxels around the curve: the box that holds every sample's
   eight neighbours is cut from the CT (a view) and copied over, typically a few MB, then sampled
   with ``grid_sample``. Samples outside the box lie outside the CT, where both versions read air.
@@ -32,6 +33,10 @@ from vfq.straighten.resample import AIR_HU, grid_voxels, sagittal_image
 from vfq.tensors import HU_CLIP, HU_SCALE
 from vfq.volume import CTVolume
 
+#: CT planes converted to float32 at once on the device: bounds the localizer input's device memory
+#: (64 planes of 1024 × 1024 are 256 MiB) whatever the size of the scan.
+CHUNK_PLANES = 64
+
 
 class TorchResampler:
     """Resamples CTs on one torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"``)."""
@@ -47,10 +52,13 @@ class TorchResampler:
     def localizer_input(self, ct: CTVolume) -> LocalizerInput:
         """:func:`vfq.preprocess.to_localizer_grid` on this device."""
         wz, wy, wx = (self._to_device(w.astype(np.float32)) for w in localizer_weights(ct.geometry))
+        nz = ct.array.shape[0]
         with torch.inference_mode():
-            hu = self._to_device(ct.array).to(torch.float32).clamp_(HU_CLIP[0], HU_CLIP[1])
-            rows = torch.matmul(wy, torch.matmul(hu, wx.T))  # (nz, my, mx)
-            means = torch.matmul(wz, rows.reshape(rows.shape[0], -1)).reshape(-1, *rows.shape[1:])
+            rows = torch.empty((nz, wy.shape[0], wx.shape[0]), dtype=torch.float32, device=self.device)
+            for z0 in range(0, nz, CHUNK_PLANES):  # the float32 copy of the CT, a slab at a time
+                hu = self._to_device(ct.array[z0 : z0 + CHUNK_PLANES]).to(torch.float32)
+                rows[z0 : z0 + hu.shape[0]] = torch.matmul(wy, torch.matmul(hu.clamp_(*HU_CLIP), wx.T))
+            means = torch.matmul(wz, rows.reshape(nz, -1)).reshape(-1, *rows.shape[1:])
             scaled = (means * HU_SCALE).cpu().numpy()
         return localizer_input(scaled, localizer_grid(ct.geometry))
 

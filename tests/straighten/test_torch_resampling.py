@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from straighten_factories import SineSpine, tube_ct
 
+from vfq import torch_resampling
 from vfq.preprocess import to_localizer_grid
 from vfq.straighten import default_grid, straighten_sagittal
 from vfq.tensors import HU_SCALE
@@ -39,6 +40,13 @@ def test_the_localizer_input_is_the_numpy_one(shape, spacing):
     assert repr(found.grid.geometry) == repr(expected.grid.geometry)
     assert found.tensor.shape == expected.tensor.shape and found.tensor.dtype == np.float32
     np.testing.assert_allclose(found.tensor, expected.tensor, rtol=0, atol=0.01 * HU_SCALE)  # 0.01 HU
+
+
+def test_the_localizer_input_is_the_same_slab_by_slab(monkeypatch):
+    ct = random_volume((61, 40, 44), (1.0, 0.8, 0.8), seed=3)
+    whole = RESAMPLER.localizer_input(ct).tensor
+    monkeypatch.setattr(torch_resampling, "CHUNK_PLANES", 7)  # slabs that cut through the 4 mm cells
+    np.testing.assert_allclose(RESAMPLER.localizer_input(ct).tensor, whole, rtol=0, atol=1e-6)
 
 
 def straightening_case(ct: CTVolume, spine: SineSpine):
