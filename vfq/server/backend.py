@@ -32,8 +32,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from vfq.errors import InputError
+from vfq.preprocess import to_localizer_grid
 from vfq.server import steps
 from vfq.server.memory import DEFAULT_MAX_RETAINED_MB, RetainedMemoryCap
+from vfq.straighten import straighten_sagittal
 from vfq.tensors import (
     CT_INPUT,
     CURVE_TENSOR,
@@ -158,11 +160,12 @@ class ResamplingStep(PythonStep):
     parameter ``device`` names (``"cuda"``, say; :class:`vfq.torch_resampling.TorchResampler`)."""
 
     def setup(self, args: dict[str, str]) -> None:
-        self.resampler = None
+        self.to_localizer_grid, self.straighten_sagittal = to_localizer_grid, straighten_sagittal
         if "device" in self.parameters:
             from vfq.torch_resampling import TorchResampler
 
-            self.resampler = TorchResampler(self.parameters["device"])
+            resampler = TorchResampler(self.parameters["device"])
+            self.to_localizer_grid, self.straighten_sagittal = resampler.localizer_input, resampler.sagittal
 
 
 class PreprocessModel(ResamplingStep):
@@ -171,9 +174,7 @@ class PreprocessModel(ResamplingStep):
     inputs = (CT_INPUT, SPACING_INPUT)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.resampler is None:
-            return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT])
-        return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT], self.resampler.localizer_input)
+        return steps.preprocess(arrays[CT_INPUT], arrays[SPACING_INPUT], self.to_localizer_grid)
 
 
 class StraightenModel(ResamplingStep):
@@ -183,9 +184,7 @@ class StraightenModel(ResamplingStep):
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ct, spacing, heatmap = arrays[CT_INPUT], arrays[SPACING_INPUT], arrays[LOCALIZER_OUTPUT]
-        if self.resampler is None:
-            return steps.straighten(ct, spacing, heatmap)
-        return steps.straighten(ct, spacing, heatmap, self.resampler.sagittal)
+        return steps.straighten(ct, spacing, heatmap, self.straighten_sagittal)
 
 
 class DecoderModel(PythonStep):
