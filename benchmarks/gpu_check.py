@@ -49,6 +49,8 @@ CHECKPOINTS = {
 CPU_STEPS = ("preprocess", "straighten", "keypoint_decoder")
 #: Those of them that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
 RESAMPLING_STEPS = ("preprocess", "straighten")
+#: Triton's per-request compute phases (statistics API).
+COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
 #: Client threads of the throughput sweep.
 CONCURRENCY = (1, 2, 4, 8)
 
@@ -219,30 +221,19 @@ def gpu_repository(
 
 
 def server_step_seconds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Mean seconds per request of each model between two ``get_inference_statistics(as_json=True)``
-    answers: its queue and compute (input + infer + output) times."""
+    """Mean queue and compute (input + infer + output) seconds per request of each model between two
+    ``get_inference_statistics(as_json=True)`` answers (read as the serving benchmark reads them)."""
+    from serving_bench import counters_delta, per_event, triton_counters  # beside this script
 
-    def totals(stats: dict[str, Any]) -> dict[str, dict[str, float]]:
-        return {
-            model["name"]: {
-                field: float(model.get("inference_stats", {}).get(field, {}).get(unit, 0))
-                for field in ("success", "queue", "compute_input", "compute_infer", "compute_output")
-                for unit in ("count" if field == "success" else "ns",)
-            }
-            for model in stats.get("model_stats", [])
+    seconds = per_event(counters_delta(triton_counters(before), triton_counters(after)), 1e-9)
+    models = {key.split("/")[0] for key in seconds if key.endswith("/queue")}
+    return {
+        model: {
+            "queue_s": seconds[f"{model}/queue"],
+            "compute_s": sum(seconds.get(f"{model}/{part}", 0.0) for part in COMPUTE_FIELDS),
         }
-
-    start, end = totals(before), totals(after)
-    steps = {}
-    for model, fields in end.items():
-        delta = {field: value - start.get(model, {}).get(field, 0.0) for field, value in fields.items()}
-        if delta["success"] > 0:
-            compute = delta["compute_input"] + delta["compute_infer"] + delta["compute_output"]
-            steps[model] = {
-                "queue_s": delta["queue"] * 1e-9 / delta["success"],
-                "compute_s": compute * 1e-9 / delta["success"],
-            }
-    return steps
+        for model in sorted(models)
+    }
 
 
 def through_triton(

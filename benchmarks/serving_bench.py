@@ -52,9 +52,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from vfq.client import StudyResult, VfqClient
-from vfq.io import read_ct
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
-from vfq.phantoms.writers import write_dicom_series, write_nifti
 from vfq.pipeline import Analysis, analyze
 from vfq.server.embedded import ALLOCATORS, EmbeddedServer
 from vfq.tensors import (
@@ -398,6 +396,8 @@ def phantom_scan(slices: int, cache: Path) -> Scan:
 
 def real_scans() -> list[Scan]:
     """The two real CTs of ``tests/data/real``, read (LPS, int16 HU)."""
+    from vfq.io import read_ct  # SimpleITK on use: the GPU check imports this module without it
+
     return [
         Scan(f"real {path.parent.name if path.is_file() else path.name}", read_ct(path), False)
         for path in REAL_SCANS
@@ -407,6 +407,9 @@ def real_scans() -> list[Scan]:
 def read_times(scan: Scan, cache: Path, repeats: int = 3) -> dict[str, float]:
     """Median seconds of ``read_ct`` (read + reorient to LPS, warm page cache) of ``scan`` written as
     ``.nii.gz``, ``.nii`` and a DICOM series (written once under ``cache``)."""
+    from vfq.io import read_ct
+    from vfq.phantoms.writers import write_dicom_series, write_nifti
+
     folder = cache / f"read_{scan.slices}"
     files = {"nii.gz": folder / "ct.nii.gz", "nii": folder / "ct.nii", "dicom": folder / "dicom"}
     if not all(path.exists() for path in files.values()):
