@@ -45,9 +45,7 @@ CHECKPOINTS = {
     "vertebra_detector": WEIGHTS / "vertebra_detector.pt",
 }
 
-#: The numpy steps of the ensemble (CPU instances).
-CPU_STEPS = ("preprocess", "straighten", "keypoint_decoder")
-#: Those of them that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
+#: The numpy steps that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
 RESAMPLING_STEPS = ("preprocess", "straighten")
 #: Triton's per-request compute phases (statistics API).
 COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
@@ -198,13 +196,10 @@ def gpu_repository(
 
     from vfq.export.repository import NETWORKS, load_config, write_repository
 
-    repository = write_repository("embedded", out)
-    for name in CPU_STEPS:
+    repository = write_repository("embedded", out, step_instances=cpu_instances)
+    for name in RESAMPLING_STEPS if resample_device is not None else ():
         config = load_config(repository / name / "config.pbtxt")
-        if cpu_instances is not None:
-            config.instance_group[0].count = cpu_instances
-        if resample_device is not None and name in RESAMPLING_STEPS:
-            config.parameters["device"].string_value = resample_device
+        config.parameters["device"].string_value = resample_device
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
     for name in NETWORKS:
         config = load_config(repository / name / "config.pbtxt")

@@ -36,6 +36,8 @@ from vfq.tensors import DETECTOR_MODEL, LOCALIZER_MODEL, PIPELINE_MODEL, PIPELIN
 #: The committed repository (the embedded target) of a source checkout.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
+#: The python steps that run numpy on every target (the rest of :data:`PIPELINE_STEPS`).
+NUMPY_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 #: ONNX Runtime threads per network on the CPU targets.
@@ -85,14 +87,27 @@ def config_text(config: model_config_pb2.ModelConfig, comment: str) -> str:
     return lines + text_format.MessageToString(config)
 
 
-def write_repository(target: Target | str, out: str | Path, source: str | Path = SOURCE_REPOSITORY) -> Path:
-    """Write the repository of ``target`` into ``out`` (created; must not exist or be empty)."""
+def write_repository(
+    target: Target | str,
+    out: str | Path,
+    source: str | Path = SOURCE_REPOSITORY,
+    step_instances: int | None = None,
+) -> Path:
+    """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
+    ``step_instances`` instances of each of the :data:`NUMPY_STEPS` (default: as in ``source``)."""
     target, out, source = Target(target), Path(out), Path(source)
+    if step_instances is not None and step_instances < 1:
+        raise ValueError(f"step_instances must be >= 1, got {step_instances}")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)
+            if step_instances is not None and model in NUMPY_STEPS:
+                config = load_config(out / model / "config.pbtxt")
+                config.instance_group[0].count = step_instances
+                comment = f"{model} with {step_instances} instances (written by vfq-repository)."
+                (out / model / "config.pbtxt").write_text(config_text(config, comment), encoding="utf-8")
             continue
         version = out / model / "1"
         version.mkdir(parents=True)
@@ -113,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument("--target", choices=[t.value for t in Target], required=True)
     write.add_argument("--out", type=Path, required=True)
     write.add_argument("--source", type=Path, default=SOURCE_REPOSITORY, help="the embedded repository")
+    write.add_argument(
+        "--step-instances",
+        type=int,
+        help=f"instances of each numpy step ({', '.join(NUMPY_STEPS)}); default as in the source (2). "
+        "On a 16-core GPU host 8 served 8 clients faster than 4 (benchmarks/README.md)",
+    )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
@@ -125,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "write":
-            write_repository(args.target, args.out, args.source)
+            write_repository(args.target, args.out, args.source, args.step_instances)
             print(f"wrote the {args.target} repository to {args.out}")
             return 0
         from vfq.export import tensorrt_plans
