@@ -287,11 +287,11 @@ def ms(seconds: float | None) -> str:
 
 def machine() -> dict[str, Any]:
     """Cores, CPU model, RAM (GiB) and the load average when the run starts (a busy machine shows)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8") if Path("/proc/cpuinfo").exists() else ""
     model = next(
         (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), ""
     )
-    meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
+    meminfo = Path("/proc/meminfo").read_text(encoding="utf-8") if Path("/proc/meminfo").exists() else ""
     ram_kib = next((int(ln.split()[1]) for ln in meminfo.splitlines() if ln.startswith("MemTotal")), 0)
     return {
         "cores": os.cpu_count(),
@@ -719,7 +719,7 @@ def process_tree(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
@@ -737,7 +737,7 @@ def tree_memory_kib(root: int) -> tuple[int, int]:
     rss = anon = 0
     for pid in process_tree(root):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
         except OSError:
             continue
         for line in status.splitlines():
@@ -1377,7 +1377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report_comparison(results: Mapping[str, Any], baseline_path: Path) -> bool:
     """Print every figure against the baseline; ``True`` when one regressed."""
-    baseline = json.loads(baseline_path.read_text())
+    baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
     if (
         baseline["machine"]["cpu_model"] != results["machine"]["cpu_model"]
         or baseline["machine"]["cores"] != results["machine"]["cores"]
@@ -1409,7 +1409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     results = run(args)
     path = args.out / "results.json"
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(
         f"\nwrote {path}"
         + (
@@ -1423,7 +1423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.copyfile(path, BASELINE)
         if (args.out / "latency.png").is_file():
             shutil.copyfile(args.out / "latency.png", BASELINE.with_name("latency.png"))
-        README.write_text(replace_marked(README.read_text(), readme_block(results)))
+        table = replace_marked(README.read_text(encoding="utf-8"), readme_block(results))
+        README.write_text(table, encoding="utf-8")
         print(f"recorded {BASELINE.relative_to(REPO)} and the table of {README.relative_to(REPO)}")
     if args.compare and report_comparison(results, args.compare):
         print("REGRESSION")
