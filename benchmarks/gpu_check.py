@@ -262,8 +262,7 @@ def through_triton(
         workdir / "repository", device, variant.cpu_instances, variant.resample_device
     )
     result: dict[str, Any] = {"variant": variant.__dict__}
-    server = EmbeddedServer(repository, log=log, library_threads=variant.library_threads).start()
-    with server:
+    with EmbeddedServer(repository, log=log, library_threads=variant.library_threads) as server:
         # every instance answers before anything is timed: a step's first request on a fresh instance
         # (CUDA kernels loaded, buffers faulted in) is not what a running server costs
         with ThreadPoolExecutor(max(CONCURRENCY)) as pool:

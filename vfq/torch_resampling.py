@@ -16,7 +16,8 @@ What each one moves to the device:
   eight neighbours is cut from the CT (a view) and copied over, typically a few MB, then sampled
   with ``grid_sample``. Samples outside the box lie outside the CT, where both versions read air.
 
-Needs torch (not installed in the NGC Triton image: a derived image adds it).
+Needs torch where the steps run: neither the NGC Triton image nor this project's Dockerfile installs
+it, so a repository that sets ``device`` is served from an image that adds it.
 """
 
 from __future__ import annotations
