@@ -61,6 +61,7 @@ def write_dicom_series(
     names: Sequence[str] | None = None,
     rescale: tuple[float, float] = (1.0, -1024.0),
     pixel_spacings: Sequence[tuple[float, float]] | None = None,
+    pixel_dtype: type = np.int16,
 ) -> None:
     """Write ``slices`` (2D int16 arrays, rows × columns) as one DICOM file each.
 
@@ -78,7 +79,7 @@ def write_dicom_series(
         position = positions[k] if positions is not None else np.array(origin) + k * spacing[0] * normal
         dy, dx = pixel_spacings[k] if pixel_spacings is not None else spacing[1:]
         if float(rescale[0]).is_integer():
-            image = sitk.GetImageFromArray(np.asarray(pixels, dtype=np.int16))
+            image = sitk.GetImageFromArray(np.asarray(pixels, dtype=pixel_dtype))
         else:  # GDCM writes a non-integer slope only from float pixels, stored as int16
             image = sitk.GetImageFromArray(np.asarray(pixels, dtype=np.float32))
             for key, value in {
@@ -399,6 +400,55 @@ def test_headers_read_on_threads_come_back_as_on_one(tmp_path: Path, monkeypatch
     assert [s.path for s in several[0]] == [s.path for s in one] == sorted(s.path for s in one)
     assert [s.instance_number for s in several[0]] == [str(k) for k in range(7)]
     assert [f.name for f in dicom_series.dicom_series_files(tmp_path)] == [f"{p}.dcm" for p in permutation]
+
+
+@pytest.mark.parametrize(("run_slices", "threads"), [(2, 1), (2, 3), (3, 2), (4, 8)])
+def test_pixels_read_in_runs_on_threads_come_back_as_in_one_run(
+    tmp_path: Path, monkeypatch, run_slices: int, threads: int
+) -> None:
+    """Runs of slices on threads give the one-run volume: every value, slice order and geometry,
+    across runs that mix pixel types (a slope of 0.5 makes GDCM read float)."""
+    slices = [np.random.default_rng(k).integers(-3024, 3000, (6, 7)).astype(np.int16) for k in range(11)]
+    slopes = [1.0] * 4 + [0.5] * 3 + [1.0] * 4
+    for k, (pixels, slope) in enumerate(zip(slices, slopes, strict=True)):
+        write_dicom_series(
+            tmp_path,
+            [pixels],
+            rescale=(slope, -1024.0),
+            positions=axial_positions([5.0 + 2.5 * k]),
+            instance_numbers=[11 - k],
+            names=[f"f{(7 * k) % 11:02d}.dcm"],
+        )
+    monkeypatch.setattr(dicom_series, "PIXEL_RUN_SLICES", 1000)
+    one = read_ct(tmp_path)
+    monkeypatch.setattr(dicom_series, "PIXEL_RUN_SLICES", run_slices)
+    monkeypatch.setattr(dicom_series, "_PIXEL_THREADS", threads)
+    runs = read_ct(tmp_path)
+    np.testing.assert_array_equal(one.array, np.stack(slices))
+    np.testing.assert_array_equal(runs.array, one.array)
+    assert (runs.geometry.shape, runs.geometry.spacing) == (one.geometry.shape, one.geometry.spacing)
+    np.testing.assert_array_equal(runs.geometry.direction, one.geometry.direction)
+    assert runs.geometry.spacing == pytest.approx((2.5, 0.8, 0.7))
+    assert runs.geometry.origin == pytest.approx((-10.0, -20.0, 5.0))
+
+
+def test_values_outside_int16_in_a_later_run_name_the_whole_range(tmp_path: Path, monkeypatch) -> None:
+    slices = ramp_slices(6)
+    slices[0][1, 1] = -2048
+    write_dicom_series(tmp_path, slices[:4])
+    unsigned = [s.astype(np.uint16) for s in slices[4:]]
+    unsigned[1][2, 3] = 40000  # stored unsigned: fine in the file, not in int16 HU
+    write_dicom_series(
+        tmp_path,
+        unsigned,
+        rescale=(1.0, 0.0),
+        positions=axial_positions([15.0, 17.5]),
+        names=["e", "f"],
+        pixel_dtype=np.uint16,
+    )
+    monkeypatch.setattr(dicom_series, "PIXEL_RUN_SLICES", 2)
+    with pytest.raises(InputError, match=r"DICOM series in .* has values from -2048 to 40000, which do not"):
+        read_ct(tmp_path)
 
 
 def test_synthetic_series_ignores_other_files_in_the_folder(tmp_path: Path) -> None:

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from vfq.errors import InputError, NotCTError, UnreadableInputError
-from vfq.io.dicom_series import MIN_SLICES, is_dicom_file, itk_reason, read_dicom_series
-from vfq.io.sitk_bridge import geometry_of
+from vfq.errors import InputError, UnreadableInputError
+from vfq.io.dicom_series import MIN_SLICES, is_dicom_file, itk_reason, read_dicom_series, series_source
+from vfq.io.hu import as_int16, non_finite_message
+from vfq.io.sitk_bridge import geometry_of, pixel_array, require_grayscale
 from vfq.volume import CTVolume
 
 __all__ = ["MIN_SLICES", "SUPPORTED_SUFFIXES", "read_ct"]
@@ -43,8 +44,6 @@ SUPPORTED_SUFFIXES: dict[str, tuple[str, str]] = {
     ".mha": ("MetaImage", "MetaImageIO"),
     ".mhd": ("MetaImage", "MetaImageIO"),
 }
-
-_INT16_MIN, _INT16_MAX = int(np.iinfo(np.int16).min), int(np.iinfo(np.int16).max)
 
 
 def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> CTVolume:
@@ -77,7 +76,7 @@ def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> C
         )
     if path.is_dir():
         image = read_dicom_series(path, series_uid)
-        source = f"DICOM series in {str(path)!r}"
+        source = series_source(path)
     else:
         image = _read_file(path)
         source = str(path)
@@ -117,7 +116,7 @@ def _read_file(path: Path) -> sitk.Image:
         # nifticlib silently reads NaN and ±inf voxels as 0 (water!): look at the stored values
         bad = _nifti_non_finite_count(path)
         if bad:
-            raise InputError(_non_finite_message(str(path), bad))
+            raise InputError(non_finite_message(str(path), bad))
     return image
 
 
@@ -160,28 +159,13 @@ def _nifti_non_finite_count(path: Path, chunk_bytes: int = 1 << 24) -> int:
     return bad
 
 
-def _non_finite_message(source: str, count: int) -> str:
-    return (
-        f"{source} has {count} voxels that are NaN or infinite; expected finite Hounsfield units. "
-        "Replace them (e.g. with -1024 HU, air) and save the scan again."
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# DICOM folders
-
-
 # --------------------------------------------------------------------------------------------
 # image → CTVolume
 
 
 def _volume_from_image(image: sitk.Image, source: str) -> CTVolume:
     """Reorient to LPS and convert to int16 HU, with the geometry; ``source`` names it in errors."""
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise NotCTError(
-            f"{source} has {image.GetNumberOfComponentsPerPixel()} components per pixel "
-            f"({image.GetPixelIDTypeAsString()}); expected a grayscale CT in HU."
-        )
+    require_grayscale(image, source)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() != 3 or min(image.GetSize()) < MIN_SLICES:
@@ -193,7 +177,7 @@ def _volume_from_image(image: sitk.Image, source: str) -> CTVolume:
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
     if orientation != "LPS":  # reorienting an LPS image would only copy it
         image = sitk.DICOMOrient(image, "LPS")
-    array = _hu_int16(image, source)
+    array = as_int16(pixel_array(image), source)
     try:
         geometry = geometry_of(image, shape=array.shape)
     except ValueError as e:
@@ -202,45 +186,6 @@ def _volume_from_image(image: sitk.Image, source: str) -> CTVolume:
         "read CT: shape %s (z, y, x), spacing %s mm, from %s", geometry.shape, geometry.spacing, orientation
     )
     return CTVolume(array=array, geometry=geometry)
-
-
-class _PixelBuffer:
-    """Keeps a SimpleITK image alive while a numpy array uses its pixel buffer (no copy).
-
-    ``sitk.GetArrayViewFromImage`` returns a view that does not hold the image: the view dangles
-    once the image is freed. An array made from this object holds it as its ``base``.
-    """
-
-    def __init__(self, image: sitk.Image) -> None:
-        view = sitk.GetArrayViewFromImage(image)  # makes the buffer unique to this image
-        interface = dict(view.__array_interface__)
-        interface["data"] = (interface["data"][0], False)  # ours alone: writeable like any array
-        self._image = image
-        self.__array_interface__ = interface
-
-
-def _hu_int16(image: sitk.Image, source: str) -> np.ndarray:
-    """The pixels as an int16 ``(z, y, x)`` C-contiguous array, copied only when converted."""
-    array = np.asarray(_PixelBuffer(image))
-    if array.dtype == np.int16:
-        return array
-    if array.dtype.kind not in "iuf":
-        raise InputError(f"{source} has pixel type {array.dtype}; expected integer or real HU values")
-    if array.dtype.kind == "f":
-        lo, hi = array.min(), array.max()
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-            raise InputError(_non_finite_message(source, bad))
-        np.rint(array, out=array)  # the buffer is ours: round in place, round half to even
-    if not np.can_cast(array.dtype, np.int16):
-        lo, hi = array.min(), array.max()
-        if lo < _INT16_MIN or hi > _INT16_MAX:
-            raise InputError(
-                f"{source} has values from {lo:g} to {hi:g}, which do not fit int16 Hounsfield units "
-                f"[{_INT16_MIN}, {_INT16_MAX}]; expected HU (air about -1000, bone a few hundred to "
-                "about 3000). Rescale the image to HU first."
-            )
-    return array.astype(np.int16)
 
 
 # --------------------------------------------------------------------------------------------
