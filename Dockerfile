@@ -1,6 +1,7 @@
 # The vfq server image: the NGC Triton release that matches the embedded server (Triton 2.51.0 =
-# NGC 24.10, TensorRT 10.5), plus what the python steps import (numpy<2, vfq), TensorRT's Python API
-# to build plans on the target GPU, and the model repositories of the gpu and cpu-container targets.
+# NGC 24.10, TensorRT 10.5), plus what the python steps import (numpy<2, vfq; torch for the CT
+# resamplings on the GPU), TensorRT's Python API to build plans on the target GPU, and the model
+# repositories of the gpu and cpu-container targets.
 #
 #   docker build -t vfq-triton:0.1.0-24.10 .
 #   docker run --gpus 1 --shm-size 1g -p 8001:8001 vfq-triton:0.1.0-24.10
@@ -12,6 +13,9 @@ FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3
 
 # TensorRT of this NGC release, for its Python API (the plan builder); CUDA runtime bindings to verify plans.
 ARG TENSORRT_VERSION=10.5.0
+# PyTorch for preprocess and straighten, which resample the CT on the GPU (their device parameter, auto)
+# and read a CT that Triton holds in GPU memory without a copy to the host (DLPack).
+ARG TORCH_VERSION=2.5.1
 
 WORKDIR /opt/vfq/src
 COPY pyproject.toml README.md constraints.txt ./
@@ -22,7 +26,7 @@ COPY phantoms/ phantoms/
 COPY model_repository/ model_repository/
 
 RUN python3 -m pip install --no-cache-dir -c constraints.txt ".[server]" \
-        "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python>=12.6,<13" \
+        "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python>=12.6,<13" "torch==${TORCH_VERSION}" \
     && vfq-repository write --target gpu --out /opt/vfq/model_repository \
     && vfq-repository write --target cpu-container --out /opt/vfq/model_repository_cpu \
     && mkdir -p /plan-cache && chown 1000:1000 /plan-cache

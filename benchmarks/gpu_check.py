@@ -22,6 +22,7 @@ says so (a dry run of the script itself). Results: printed, and written as JSON 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ CHECKPOINTS = {
     "vertebra_detector": WEIGHTS / "vertebra_detector.pt",
 }
 
-#: The numpy steps that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
+#: The python steps that resample the CT (:class:`vfq.server.backend.ResamplingStep`).
 RESAMPLING_STEPS = ("preprocess", "straighten")
 #: Triton's per-request compute phases (statistics API).
 COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
@@ -53,27 +54,81 @@ COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
 CONCURRENCY = (1, 2, 4, 8)
 
 
+#: How the client hands the CT to the server (:class:`ServerVariant`): system shared memory (the
+#: product client's), or CUDA shared memory on GPU 0 (:class:`CudaShmCaller`).
+TRANSPORTS = ("shm", "cudashm")
+
+
 @dataclass(frozen=True)
 class ServerVariant:
-    """How the served pipeline is set up: instances of each numpy step, threads of the numeric
+    """How the served pipeline is set up: instances of each python step, threads of the numeric
     libraries in every step process (``None``: their default, one per core; see
-    :class:`vfq.server.embedded.EmbeddedServer`), and the torch device of the CT resamplings in
-    preprocess and straighten (``None``: numpy on the CPU; :mod:`vfq.torch_resampling`)."""
+    :class:`vfq.server.embedded.EmbeddedServer`), where preprocess and straighten resample the CT
+    (their ``device`` parameter: ``numpy``, ``auto`` or a torch device; :mod:`vfq.torch_resampling`),
+    and how the client hands over the CT (:data:`TRANSPORTS`)."""
 
     cpu_instances: int
     library_threads: int | None
-    resample_device: str | None = None
+    resample_device: str = "numpy"
+    transport: str = "shm"
+
+    def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
 
     @classmethod
     def parse(cls, text: str) -> ServerVariant:
-        """``"INSTANCES:THREADS[:DEVICE]"``, THREADS a number or ``default``; e.g. ``4:1``,
-        ``8:default``, ``4:1:cuda``."""
-        instances, threads, *device = text.split(":")
-        return cls(int(instances), None if threads == "default" else int(threads), *device)
+        """``"INSTANCES:THREADS[:DEVICE[:TRANSPORT]]"``, THREADS a number or ``default``; e.g. ``4:1``,
+        ``8:default``, ``4:1:cuda``, ``8:1:cuda:cudashm``."""
+        instances, threads, *rest = text.split(":")
+        return cls(int(instances), None if threads == "default" else int(threads), *rest)
 
     def __str__(self) -> str:
-        fields = [self.cpu_instances, self.library_threads or "default", self.resample_device]
-        return ":".join(str(field) for field in fields if field is not None)
+        fields = [self.cpu_instances, self.library_threads or "default", self.resample_device, self.transport]
+        return ":".join(str(field) for field in fields)
+
+
+class CudaShmCaller:
+    """Calls ``vertebra_pipeline`` with the CT in CUDA shared memory on GPU 0, as a client on the
+    server's host with a GPU would: each call copies the CT from host memory into the region (the
+    client's share of the transfer, timed with the request), and the python steps read it there
+    through DLPack (:class:`vfq.server.backend.ResamplingStep`), never on the host.
+
+    Needs ``tritonclient.utils.cuda_shared_memory`` (the ``cuda-python`` package).
+    """
+
+    def __init__(self, url: str, byte_size: int) -> None:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.utils.cuda_shared_memory as cudashm
+
+        self.grpcclient, self.cudashm = grpcclient, cudashm
+        self.client = grpcclient.InferenceServerClient(url)
+        self.name = f"vfq_ct_cuda_{os.getpid()}_{threading.get_ident()}"
+        self.byte_size = byte_size
+        self.handle = cudashm.create_shared_memory_region(self.name, byte_size, 0)
+        self.client.register_cuda_shared_memory(self.name, cudashm.get_raw_handle(self.handle), 0, byte_size)
+
+    def __call__(self, array: np.ndarray, spacing_mm: tuple[float, ...]) -> int:
+        """Analyse one CT; the number of vertebrae found."""
+        from vfq.tensors import CT_INPUT, KEYPOINTS_OUTPUT, PIPELINE_MODEL, SPACING_INPUT
+
+        self.cudashm.set_shared_memory_region(self.handle, [array])
+        ct_input = self.grpcclient.InferInput(CT_INPUT, list(array.shape), "INT16")
+        ct_input.set_shared_memory(self.name, array.nbytes)
+        spacing_input = self.grpcclient.InferInput(SPACING_INPUT, [3], "FP32")
+        spacing_input.set_data_from_numpy(np.asarray(spacing_mm, dtype=np.float32))
+        answer = self.client.infer(
+            PIPELINE_MODEL,
+            [ct_input, spacing_input],
+            outputs=[self.grpcclient.InferRequestedOutput(KEYPOINTS_OUTPUT)],
+            client_timeout=120,
+        )
+        return int(answer.as_numpy(KEYPOINTS_OUTPUT).shape[0])
+
+    def close(self) -> None:
+        self.client.unregister_cuda_shared_memory(self.name)
+        self.cudashm.destroy_shared_memory_region(self.handle)
+        self.client.close()
 
 
 def median_seconds(
@@ -187,17 +242,17 @@ def tensorrt_plans(ct, repeats: int, workdir: Path) -> dict[str, Any]:
 
 
 def gpu_repository(
-    out: Path, device: str, cpu_instances: int | None = None, resample_device: str | None = None
+    out: Path, device: str, cpu_instances: int | None = None, resample_device: str = "numpy"
 ) -> Path:
     """The embedded repository with its two network steps running the checkpoints on ``device``,
-    ``cpu_instances`` instances of each numpy step (default: as configured), and the resamplings of
-    preprocess and straighten on ``resample_device`` (default: numpy)."""
+    ``cpu_instances`` instances of each python step (default: as configured), and the resamplings of
+    preprocess and straighten on ``resample_device`` (their ``device`` parameter)."""
     from google.protobuf import text_format
 
     from vfq.export.repository import NETWORKS, load_config, write_repository
 
     repository = write_repository("embedded", out, step_instances=cpu_instances)
-    for name in RESAMPLING_STEPS if resample_device is not None else ():
+    for name in RESAMPLING_STEPS:
         config = load_config(repository / name / "config.pbtxt")
         config.parameters["device"].string_value = resample_device
         (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config), encoding="utf-8")
@@ -241,20 +296,30 @@ def through_triton(
     from vfq.client import VfqClient
     from vfq.server.embedded import EmbeddedServer
 
-    def request(client: VfqClient) -> int:
-        return len(client.analyze_array(ct.array, ct.geometry).vertebrae)
+    @contextlib.contextmanager
+    def caller(url: str) -> Iterator[Callable[[], int]]:
+        """A client of the variant's transport: a call analyses the CT, returns the vertebrae found."""
+        if variant.transport == "cudashm":
+            cuda_client = CudaShmCaller(url, ct.array.nbytes)
+            try:
+                yield lambda: cuda_client(ct.array, ct.geometry.spacing)
+            finally:
+                cuda_client.close()
+        else:
+            with VfqClient(url, shared_memory=True, timeout_s=120) as client:
+                yield lambda: len(client.analyze_array(ct.array, ct.geometry).vertebrae)
 
     def session(url: str, requests: int, barrier: threading.Barrier | None) -> list[tuple[float, float]]:
         """One client: a first request (its shared memory registered), then, once every client of the
         level has got there, ``requests`` timed ones: their (start, end) times."""
-        with VfqClient(url, shared_memory=True, timeout_s=120) as client:
-            request(client)
+        with caller(url) as request:
+            request()
             if barrier is not None:
                 barrier.wait()
             spans = []
             for _ in range(requests):
                 start = time.perf_counter()
-                request(client)
+                request()
                 spans.append((start, time.perf_counter()))
         return spans
 
@@ -262,16 +327,22 @@ def through_triton(
         workdir / "repository", device, variant.cpu_instances, variant.resample_device
     )
     result: dict[str, Any] = {"variant": variant.__dict__}
-    with EmbeddedServer(repository, log=log, library_threads=variant.library_threads) as server:
+    # a CT in GPU memory reaches the python steps through Triton's CUDA memory pool on GPU 0: room
+    # for it in both CT steps, for every request of the sweep's largest level at once
+    pool = [f"--cuda-memory-pool-byte-size=0:{2 * max(CONCURRENCY) * ct.array.nbytes}"]
+    extra_args = pool if variant.transport == "cudashm" else []
+    with EmbeddedServer(
+        repository, log=log, library_threads=variant.library_threads, extra_args=extra_args
+    ) as server:
         # every instance answers before anything is timed: a step's first request on a fresh instance
         # (CUDA kernels loaded, buffers faulted in) is not what a running server costs
         with ThreadPoolExecutor(max(CONCURRENCY)) as pool:
             list(pool.map(lambda _: session(server.grpc_url, 1, None), range(max(CONCURRENCY))))
         stats = grpcclient.InferenceServerClient(server.grpc_url)
-        with VfqClient(server.grpc_url, shared_memory=True, timeout_s=120) as client:
-            result["vertebrae"] = request(client)
+        with caller(server.grpc_url) as request:
+            result["vertebrae"] = request()
             before = stats.get_inference_statistics(as_json=True)
-            result["latency_s"] = median_seconds(lambda: request(client), repeats)
+            result["latency_s"] = median_seconds(request, repeats)
             result["server_steps"] = server_step_seconds(before, stats.get_inference_statistics(as_json=True))
         stats.close()
         sweep = {}
@@ -306,9 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         type=ServerVariant.parse,
         action="append",
-        help="served set-up INSTANCES:THREADS[:DEVICE] (instances of each numpy step, threads of the "
-        "numeric libraries in each step process or 'default', torch device of the CT resamplings); "
-        "repeat to compare, default 4:1",
+        help="served set-up INSTANCES:THREADS[:DEVICE[:TRANSPORT]] (instances of each python step, "
+        "threads of the numeric libraries in each step process or 'default', where the CT is "
+        "resampled: numpy, auto or a torch device, default numpy; how the client hands it over: shm "
+        "or cudashm, default shm); repeat to compare, default 4:1",
     )
     args = parser.parse_args(argv)
     import torch

@@ -9,8 +9,11 @@ two network configs differ:
 * ``gpu``: ``platform: "tensorrt_plan"`` on GPU 0; ``1/model.onnx``, from which ``1/model.plan`` is
   built on the target GPU (``vfq-repository build-plans``, :mod:`vfq.export.tensorrt_plans`).
 
-The python steps (preprocess, straighten, keypoint_decoder) and the ensemble are copied unchanged:
-they run on the CPU with numpy in every target. No torch here: the derived server image runs this.
+The python steps (preprocess, straighten, keypoint_decoder) and the ensemble are copied unchanged.
+They run numpy on the CPU, except that preprocess and straighten resample the CT on the GPU wherever
+the host has one and torch (their ``device`` parameter, ``auto``): the derived server image installs
+torch, so in the gpu target the CT they receive in GPU memory stays there. No torch here: the
+derived server image runs this.
 
 Usage::
 
@@ -36,8 +39,8 @@ from vfq.tensors import DETECTOR_MODEL, LOCALIZER_MODEL, PIPELINE_MODEL, PIPELIN
 #: The committed repository (the embedded target) of a source checkout.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
 NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
-#: The python steps that run numpy on every target (the rest of :data:`PIPELINE_STEPS`).
-NUMPY_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
+#: The python steps (the rest of :data:`PIPELINE_STEPS`), instances on the CPU in every target.
+PYTHON_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
 #: ONNX Runtime threads per network on the CPU targets.
@@ -94,7 +97,7 @@ def write_repository(
     step_instances: int | None = None,
 ) -> Path:
     """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
-    ``step_instances`` instances of each of the :data:`NUMPY_STEPS` (default: as in ``source``)."""
+    ``step_instances`` instances of each of the :data:`PYTHON_STEPS` (default: as in ``source``)."""
     target, out, source = Target(target), Path(out), Path(source)
     if step_instances is not None and step_instances < 1:
         raise ValueError(f"step_instances must be >= 1, got {step_instances}")
@@ -103,7 +106,7 @@ def write_repository(
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)
-            if step_instances is not None and model in NUMPY_STEPS:
+            if step_instances is not None and model in PYTHON_STEPS:
                 config = load_config(out / model / "config.pbtxt")
                 config.instance_group[0].count = step_instances
                 comment = f"{model} with {step_instances} instances (written by vfq-repository)."
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write.add_argument(
         "--step-instances",
         type=int,
-        help=f"instances of each numpy step ({', '.join(NUMPY_STEPS)}); default as in the source (2). "
+        help=f"instances of each python step ({', '.join(PYTHON_STEPS)}); default as in the source (2). "
         "On a 16-core GPU host 8 served 8 clients faster than 4 (benchmarks/README.md)",
     )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")

@@ -115,7 +115,9 @@ def validate_ct(
     """Check a CT request and wrap it, without copying, as a :class:`~vfq.volume.CTVolume`.
 
     Args:
-        array: ``(nz, ny, nx)`` int16 Hounsfield units, axes ``(z, y, x)`` of an LPS volume.
+        array: ``(nz, ny, nx)`` int16 Hounsfield units, axes ``(z, y, x)`` of an LPS volume: a
+            numpy array, or a tensor on a device (torch, in the python steps' device path), which
+            stays where it is (only the values check's subsample of ~2 MB comes to the host).
         spacing: voxel size ``(z, y, x)`` in mm.
         check_values: also check that the values look like CT (:class:`NotCTError`); a step that
             follows one which checked them skips it.
@@ -134,27 +136,29 @@ def validate_ct(
             (-200…-30 HU) together with at least 0.1 % bone (≥ 200 HU). MR images, and CT whose
             rescale slope/intercept was not applied (air ≈ 0), have no negative values and fail.
     """
-    arr = np.asarray(array)
-    if arr.ndim != 3:
-        raise InputError(f"CT must be a 3D array (z, y, x), got {arr.ndim} dimension(s) of shape {arr.shape}")
-    if arr.size == 0:
-        raise InputError(f"CT is empty: shape {arr.shape}")
-    if min(arr.shape) < 2:
+    arr = array if _on_device(array) else np.asarray(array)
+    shape = tuple(int(n) for n in arr.shape)
+    if len(shape) != 3:
+        raise InputError(f"CT must be a 3D array (z, y, x), got {len(shape)} dimension(s) of shape {shape}")
+    if math.prod(shape) == 0:
+        raise InputError(f"CT is empty: shape {shape}")
+    if min(shape) < 2:
         raise InputError(
-            f"CT must have at least 2 voxels along each axis (z, y, x), got shape {arr.shape}; "
+            f"CT must have at least 2 voxels along each axis (z, y, x), got shape {shape}; "
             "a single slice or line is not a volume"
         )
-    if arr.dtype != np.int16:
+    dtype = str(arr.dtype).removeprefix("torch.")
+    if dtype != "int16":
         raise InputError(
-            f"CT must be int16 Hounsfield units, got dtype {arr.dtype}; convert to HU and round to int16"
+            f"CT must be int16 Hounsfield units, got dtype {dtype}; convert to HU and round to int16"
         )
     spacing_zyx = _validate_spacing(spacing)
-    if any(n > m for n, m in zip(arr.shape, MAX_SHAPE)):
+    if any(n > m for n, m in zip(shape, MAX_SHAPE)):
         raise InputError(
-            f"CT of shape (z, y, x) = {arr.shape} exceeds the limit {MAX_SHAPE} voxels; "
+            f"CT of shape (z, y, x) = {shape} exceeds the limit {MAX_SHAPE} voxels; "
             "crop it to the spine or resample it to thicker slices"
         )
-    extent = tuple(n * sp for n, sp in zip(arr.shape, spacing_zyx))
+    extent = tuple(n * sp for n, sp in zip(shape, spacing_zyx))
     if any(e > m for e, m in zip(extent, MAX_EXTENT_MM)):
         raise InputError(
             f"CT extent (z, y, x) = ({extent[0]:.0f}, {extent[1]:.0f}, {extent[2]:.0f}) mm exceeds the limit "
@@ -162,7 +166,7 @@ def validate_ct(
         )
     if check_values:
         _check_looks_like_ct(arr)
-    return CTVolume(array=arr, geometry=ImageGeometry(shape=arr.shape, spacing=spacing_zyx))
+    return CTVolume(array=arr, geometry=ImageGeometry(shape=shape, spacing=spacing_zyx))
 
 
 def _validate_spacing(spacing: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
@@ -181,10 +185,21 @@ def _validate_spacing(spacing: Sequence[float] | np.ndarray) -> tuple[float, flo
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def _on_device(array: object) -> bool:
+    """Whether ``array`` is a tensor of an array library with devices (torch: it has ``cpu()``)."""
+    return not isinstance(array, np.ndarray) and callable(getattr(array, "cpu", None))
+
+
+def host_array(array: object) -> np.ndarray:
+    """``array`` as a numpy array: itself, without a copy, unless it is a tensor on a device (a
+    torch tensor: anything with a ``cpu()`` method), which is copied to the host."""
+    return np.asarray(array.cpu() if _on_device(array) else array)  # type: ignore[attr-defined]
+
+
 def _check_looks_like_ct(arr: np.ndarray) -> None:
     """Refuse values that are not CT in HU (rule in :func:`validate_ct`), on a strided subsample."""
-    step = max(1, math.ceil((arr.size / _SAMPLE_VOXELS) ** (1.0 / 3.0)))
-    sample = arr[::step, ::step, ::step]  # a view; reduced below without copying the CT
+    step = max(1, math.ceil((math.prod(arr.shape) / _SAMPLE_VOXELS) ** (1.0 / 3.0)))
+    sample = host_array(arr[::step, ::step, ::step])  # a view (a ~2 MB copy from a device)
     n = sample.size
     air = np.count_nonzero(sample <= CT_AIR_HU) / n
     fat = np.count_nonzero((sample >= CT_FAT_HU[0]) & (sample <= CT_FAT_HU[1])) / n

@@ -16,8 +16,11 @@ What each one moves to the device:
   eight neighbours is cut from the CT (a view) and copied over, typically a few MB, then sampled
   with ``grid_sample``. Samples outside the box lie outside the CT, where both versions read air.
 
-Needs torch where the steps run: neither the NGC Triton image nor this project's Dockerfile installs
-it, so a repository that sets ``device`` is served from an image that adds it.
+The CT may be a numpy array (copied over as above) or a torch tensor already on the device — the
+python steps read a CT that Triton holds in GPU memory through DLPack (:mod:`vfq.server.backend`),
+and then nothing of it crosses to the host.
+
+Needs torch where the steps run: the NGC Triton image has none; this project's Dockerfile adds it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class TorchResampler:
     def __init__(self, device: str | torch.device) -> None:
         self.device = torch.device(device)
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+    def _to_device(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``array`` on this device: a tensor already there as it is, anything else copied over."""
+        if isinstance(array, torch.Tensor):
+            return array.to(self.device)
         with warnings.catch_warnings():  # Triton's input arrays are read-only; nothing here writes them
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vfq.server import NGC_RELEASE, TENSORRT_VERSION
+from vfq.server import IMAGE_TORCH_VERSION, NGC_RELEASE, TENSORRT_VERSION
 from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, STEP_LIBRARY_THREADS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +54,15 @@ def test_the_step_processes_run_their_numeric_libraries_on_as_many_threads_as_em
     assert dict(item.split("=") for item in line.split()) == dict.fromkeys(
         LIBRARY_THREAD_VARIABLES, str(STEP_LIBRARY_THREADS)
     )
+
+
+def test_the_image_has_the_torch_that_the_ct_steps_resample_on_the_gpu_with():
+    """preprocess and straighten say ``device: auto`` and take inputs in GPU memory: in the gpu target
+    (TensorRT plans hand them GPU tensors) they need torch, so the image installs it."""
+    assert f"ARG TORCH_VERSION={IMAGE_TORCH_VERSION}" in DOCKERFILE
+    pip = re.search(r"^RUN python3 -m pip install (?:.*\\\n)*?.*?&&", DOCKERFILE, flags=re.M)
+    assert pip is not None and '"torch==${TORCH_VERSION}"' in pip.group(0)
+    for step in ("preprocess", "straighten"):
+        config = (ROOT / "model_repository" / step / "config.pbtxt").read_text(encoding="utf-8")
+        assert 'key: "device", value: { string_value: "auto" }' in config
+        assert 'key: "FORCE_CPU_ONLY_INPUT_TENSORS", value: { string_value: "no" }' in config

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vfq.client import VfqClient
 from vfq.phantoms import Acquisition, generate, sample_spec
@@ -30,9 +31,14 @@ def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
     for step in gpu_check.RESAMPLING_STEPS:
         config = (torch_steps / step / "config.pbtxt").read_text(encoding="utf-8")
         assert 'key: "device"' in config and 'string_value: "cpu"' in config
-    for repository in (None, torch_steps):
-        with EmbeddedServer(repository) as server, VfqClient(server.grpc_url, timeout_s=60) as client:
-            answers.append(client.analyze_array(ct.array, ct.geometry))
+    for repository, log in ((None, tmp_path / "onnx.log"), (torch_steps, tmp_path / "torch.log")):
+        with EmbeddedServer(repository, log=log) as server:
+            with VfqClient(server.grpc_url, timeout_s=60) as client:
+                answers.append(client.analyze_array(ct.array, ct.geometry))
+    # the torch steps read the CT through DLPack (the path of a CT in GPU memory), the others in numpy
+    for step in gpu_check.RESAMPLING_STEPS:
+        assert f"{step}: resampling on cpu" in (tmp_path / "torch.log").read_text(encoding="utf-8")
+        assert f"{step}: resampling on numpy" in (tmp_path / "onnx.log").read_text(encoding="utf-8")
     onnx, torch = answers
     assert onnx.not_assessable is None and len(onnx.vertebrae) >= 5
     assert [v.level for v in torch.vertebrae] == [v.level for v in onnx.vertebrae]
@@ -42,8 +48,24 @@ def test_checkpoint_networks_in_triton_answer_like_the_onnx_ones(tmp_path):
     )
 
 
-def test_a_served_variant_reads_instances_and_library_threads():
-    assert gpu_check.ServerVariant.parse("8:1") == gpu_check.ServerVariant(8, 1)
+def test_a_served_variant_reads_instances_threads_device_and_transport():
+    assert gpu_check.ServerVariant.parse("8:1") == gpu_check.ServerVariant(8, 1, "numpy", "shm")
     assert gpu_check.ServerVariant.parse("4:default") == gpu_check.ServerVariant(4, None)
     variant = gpu_check.ServerVariant.parse("4:1:cuda")
-    assert variant == gpu_check.ServerVariant(4, 1, "cuda") and str(variant) == "4:1:cuda"
+    assert variant == gpu_check.ServerVariant(4, 1, "cuda") and str(variant) == "4:1:cuda:shm"
+    variant = gpu_check.ServerVariant.parse("8:1:auto:cudashm")
+    assert (variant.resample_device, variant.transport) == ("auto", "cudashm")
+    with pytest.raises(ValueError, match=r"transport must be one of \('shm', 'cudashm'\), got 'cuda'"):
+        gpu_check.ServerVariant.parse("8:1:cuda:cuda")
+
+
+def test_the_numpy_variant_sets_numpy_where_the_repository_says_auto(tmp_path):
+    """The committed steps resample wherever a GPU is (``auto``): the check's numpy variant must say
+    numpy, or on a GPU host both variants would measure the GPU."""
+    for step in gpu_check.RESAMPLING_STEPS:
+        committed = (gpu_check.ROOT / "model_repository" / step / "config.pbtxt").read_text(encoding="utf-8")
+        assert 'key: "device", value: { string_value: "auto" }' in committed
+    repository = gpu_check.gpu_repository(tmp_path / "numpy", "cpu")
+    for step in gpu_check.RESAMPLING_STEPS:
+        config = (repository / step / "config.pbtxt").read_text(encoding="utf-8")
+        assert 'key: "device"\n  value {\n    string_value: "numpy"' in config

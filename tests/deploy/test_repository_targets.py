@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2
 
 from vfq.export.repository import (
     NETWORKS,
-    NUMPY_STEPS,
+    PYTHON_STEPS,
     SOURCE_REPOSITORY,
     Target,
     load_config,
@@ -99,13 +99,13 @@ def test_the_command_refuses_to_overwrite_and_says_so(tmp_path, capsys):
 
 
 def test_the_numpy_steps_get_the_instances_asked_for_and_nothing_else_changes(tmp_path):
-    assert NUMPY_STEPS == ("preprocess", "straighten", "keypoint_decoder")
+    assert PYTHON_STEPS == ("preprocess", "straighten", "keypoint_decoder")
     assert main(["write", "--target", "gpu", "--out", str(tmp_path / "gpu"), "--step-instances", "8"]) == 0
     plain = write_repository("gpu", tmp_path / "plain")
     assert_wired(tmp_path / "gpu")
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
         written, default = (load_config(repo / model / "config.pbtxt") for repo in (tmp_path / "gpu", plain))
-        if model in NUMPY_STEPS:
+        if model in PYTHON_STEPS:
             assert (written.instance_group[0].count, default.instance_group[0].count) == (8, 2), model
             written.instance_group[0].count = default.instance_group[0].count
         assert written == default, model

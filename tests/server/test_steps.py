@@ -16,6 +16,7 @@ from vfq.tensors import (
     DETECTOR_OFFSETS,
     GENANT_GRADE_OUTPUT,
     HEIGHTS_OUTPUT,
+    HU_SCALE,
     KEYPOINTS_OUTPUT,
     LEVEL_OUTPUT,
     LOCALIZER_INPUT,
@@ -105,3 +106,58 @@ def test_the_grid_vector_carries_the_straightened_grid_exactly(phantom, in_proce
     curve = steps.unpack_curve(steps.pack_curve(reference.curve), frame.curve_step_mm)
     np.testing.assert_array_equal(curve.positions, reference.curve.positions)
     np.testing.assert_allclose(curve.tangents, reference.curve.tangents, atol=1e-15)
+
+
+# ---------------------------------------------------------------------- the steps' device path
+
+
+def test_resampling_device_from_the_config_parameter(monkeypatch) -> None:
+    import ctypes.util
+
+    import torch
+
+    assert steps.resampling_device("numpy") is None
+    assert steps.resampling_device("cuda:1") == "cuda:1" and steps.resampling_device("cpu") == "cpu"
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # no CUDA driver: no torch
+    assert steps.resampling_device("auto") is None
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: f"lib{name}.so.1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a driver, no usable GPU
+    assert steps.resampling_device("auto") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert steps.resampling_device("auto") == "cuda"
+
+
+def test_steps_take_the_ct_as_a_torch_tensor_and_answer_as_with_numpy(phantom, in_process) -> None:
+    """What a step does with a CT that Triton holds in GPU memory (read through DLPack as a torch
+    tensor), here on the CPU: validation, the localizer input and the straightened image agree with
+    the numpy path."""
+    import torch
+
+    from vfq.torch_resampling import TorchResampler
+
+    ct, spacing = phantom.ct.array, np.float32(phantom.ct.geometry.spacing)
+    tensor = torch.from_numpy(ct)
+    resampler = TorchResampler("cpu")
+    coarse = steps.preprocess(ct, spacing)[LOCALIZER_INPUT]
+    coarse_torch = steps.preprocess(tensor, spacing, resampler.localizer_input)[LOCALIZER_INPUT]
+    np.testing.assert_allclose(coarse_torch, coarse, atol=0.01 * HU_SCALE)  # 0.01 HU
+    heatmap = in_process.networks.localizer(coarse)
+    straightened = steps.straighten(ct, spacing, heatmap)
+    straightened_torch = steps.straighten(tensor, spacing, heatmap, resampler.sagittal)
+    assert steps.text_of(straightened_torch[STRAIGHTEN_STATUS]) == ""
+    np.testing.assert_array_equal(straightened_torch["SPINE_CURVE"], straightened["SPINE_CURVE"])
+    np.testing.assert_allclose(straightened_torch[DETECTOR_INPUT], straightened[DETECTOR_INPUT], atol=1e-4)
+
+
+def test_a_torch_tensor_ct_is_refused_as_an_array_is() -> None:
+    import torch
+
+    from vfq.errors import InputError, NotCTError
+
+    spacing = np.array([1.0, 1.0, 1.0], np.float32)
+    with pytest.raises(InputError, match=r"^CT must be int16 Hounsfield units, got dtype float32"):
+        steps.preprocess(torch.zeros((8, 8, 8), dtype=torch.float32), spacing)
+    with pytest.raises(InputError, match=r"^CT must be a 3D array \(z, y, x\), got 2 dimension"):
+        steps.preprocess(torch.zeros((8, 8), dtype=torch.int16), spacing)
+    with pytest.raises(NotCTError, match="does not look like CT in Hounsfield units"):
+        steps.preprocess(torch.zeros((8, 8, 8), dtype=torch.int16), spacing)

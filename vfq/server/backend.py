@@ -140,8 +140,20 @@ class PythonStep:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise InputError(f"input tensor {name} is missing")
-            arrays[name] = tensor.as_numpy()
+            arrays[name] = self._array(name, tensor)
         return arrays
+
+    def _array(self, name: str, tensor: Any) -> Any:
+        """The input ``tensor`` (a ``pb_utils.Tensor``) as this step computes on it: numpy. A tensor
+        in GPU memory reaches a step only where its config sets ``FORCE_CPU_ONLY_INPUT_TENSORS`` to
+        ``"no"``, and only a step with a torch device reads one (:class:`ResamplingStep`)."""
+        if not tensor.is_cpu():
+            raise RuntimeError(
+                f"{name} arrived in GPU memory, which {self.step} reads only with PyTorch on a GPU: "
+                f"set its device parameter to auto or cuda in an image that has torch, or its "
+                "FORCE_CPU_ONLY_INPUT_TENSORS parameter to yes"
+            )
+        return tensor.as_numpy()
 
     def _count_rejected(self, reason: str) -> None:
         if reason not in self._rejected_by_reason:
@@ -156,16 +168,34 @@ def _error_response(message: str, code: Any) -> Any:
 
 
 class ResamplingStep(PythonStep):
-    """A step that resamples the CT: in numpy, or in PyTorch on the torch device that the config
-    parameter ``device`` names (``"cuda"``, say; :class:`vfq.torch_resampling.TorchResampler`)."""
+    """A step that resamples the CT: in numpy, or in PyTorch on the device that the config parameter
+    ``device`` names (:func:`vfq.server.steps.resampling_device`;
+    :class:`vfq.torch_resampling.TorchResampler`).
+
+    On a torch device the step reads its inputs through DLPack: the CT as a tensor where Triton holds
+    it (in GPU memory when the client placed it in CUDA shared memory and the config sets
+    ``FORCE_CPU_ONLY_INPUT_TENSORS`` to ``"no"``: it is then never copied to the host), the other,
+    small inputs as numpy on the host.
+    """
 
     def setup(self, args: dict[str, str]) -> None:
         self.to_localizer_grid, self.straighten_sagittal = to_localizer_grid, straighten_sagittal
-        if "device" in self.parameters:
+        self.device = steps.resampling_device(self.parameters.get("device", "numpy"))
+        if self.device is not None:
+            import torch.utils.dlpack
+
             from vfq.torch_resampling import TorchResampler
 
-            resampler = TorchResampler(self.parameters["device"])
+            self.from_dlpack = torch.utils.dlpack.from_dlpack
+            resampler = TorchResampler(self.device)
             self.to_localizer_grid, self.straighten_sagittal = resampler.localizer_input, resampler.sagittal
+        pb_utils.Logger.log_info(f"{self.step}: resampling on {self.device or 'numpy'}")
+
+    def _array(self, name: str, tensor: Any) -> Any:
+        if self.device is None:
+            return super()._array(name, tensor)
+        value = self.from_dlpack(tensor.to_dlpack())
+        return value if name == CT_INPUT else value.cpu().numpy()
 
 
 class PreprocessModel(ResamplingStep):

@@ -7,11 +7,13 @@ tensors in and out; these functions are also what the tests call without a serve
 
 Frames: the server knows the CT's spacing but not its origin or direction, so its world frame is
 LPS mm with origin at voxel ``(0, 0, 0)`` and identity direction (:func:`vfq.preprocess.validate_ct`);
-keypoints leave it as voxels ``(z, y, x)`` of the array that was sent. Numpy only (Python ≥ 3.10).
+keypoints leave it as voxels ``(z, y, x)`` of the array that was sent. Numpy only (Python ≥ 3.10);
+a CT may also come as a torch tensor on a device, for the resamplings of :mod:`vfq.torch_resampling`.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 from collections.abc import Callable, Mapping
 from dataclasses import astuple, dataclass, fields
 
@@ -63,6 +65,27 @@ Tensors = dict[str, np.ndarray]
 
 #: Length of the :data:`~vfq.tensors.GRID_TENSOR` vector (see :func:`pack_grid`).
 GRID_VECTOR_LENGTH = len(fields(StraightenedGrid)) + 5
+
+
+def resampling_device(value: str) -> str | None:
+    """The torch device on which preprocess and straighten resample the CT, from their ``device``
+    config parameter; ``None``: numpy on the CPU.
+
+    ``"numpy"``: numpy. ``"auto"``: ``"cuda"`` where the host has a CUDA driver, torch is installed
+    and sees a GPU, else numpy (torch is not even imported on a host without the driver). Anything
+    else names a torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
+    """
+    if value == "numpy":
+        return None
+    if value != "auto":
+        return value
+    if ctypes.util.find_library("cuda") is None:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def preprocess(
