@@ -75,6 +75,10 @@ class ServerVariant:
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {self.transport!r}")
+        if self.transport == "cudashm" and self.resample_device == "numpy":
+            raise ValueError(
+                "the cudashm transport needs the CT steps on a torch device (cuda or auto), not numpy"
+            )
 
     @classmethod
     def parse(cls, text: str) -> ServerVariant:

@@ -57,6 +57,8 @@ def test_a_served_variant_reads_instances_threads_device_and_transport():
     assert (variant.resample_device, variant.transport) == ("auto", "cudashm")
     with pytest.raises(ValueError, match=r"transport must be one of \('shm', 'cudashm'\), got 'cuda'"):
         gpu_check.ServerVariant.parse("8:1:cuda:cuda")
+    with pytest.raises(ValueError, match="the cudashm transport needs the CT steps on a torch device"):
+        gpu_check.ServerVariant.parse("8:1:numpy:cudashm")
 
 
 def test_the_numpy_variant_sets_numpy_where_the_repository_says_auto(tmp_path):
