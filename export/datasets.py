@@ -244,7 +244,7 @@ def load_sample(path: str | Path) -> dict[str, Any]:
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
 def _rebuild_manifest(folder: Path, kind: str, path_name: str) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def _rebuild_manifest(folder: Path, kind: str, path_name: str) -> dict[str, Any]
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 

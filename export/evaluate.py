@@ -85,7 +85,7 @@ def evaluate_phantoms(networks: Networks, seeds: Sequence[int], out: Path) -> di
     """Evaluate on phantoms; returns the summary overall and per group, writes ``studies.jsonl``."""
     groups: dict[str, list[tuple[SpineAnnotation, SpineAnnotation]]] = defaultdict(list)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "studies.jsonl", "w") as log:
+    with open(out / "studies.jsonl", "w", encoding="utf-8") as log:
         for i, seed in enumerate(seeds):
             start = time.perf_counter()
             phantom = generate(sample_spec(seed))
@@ -166,7 +166,7 @@ def evaluate_real(networks: Networks, paths: Sequence[Path], out: Path) -> list[
         }
         if analysis.sagittal_hu is not None:
             overlay(analysis).save(out / f"real_{name}.png")
-        (out / f"real_{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / f"real_{name}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         logger.info(
             "%s: %s",
             path,
@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(group_table(summaries))
     (args.out / "summary.txt").write_text(
-        summaries["all"].format_table() + "\n\n" + group_table(summaries) + "\n"
+        summaries["all"].format_table() + "\n\n" + group_table(summaries) + "\n", encoding="utf-8"
     )
     return 0
 

@@ -77,7 +77,7 @@ def publish(localizer: Path, detector: Path, out: Path) -> dict:
             worst,
             tuple(example.shape),
         )
-    (out / "export.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out / "export.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     return report
 
 

@@ -105,7 +105,7 @@ def run(out: Path, spec: PhantomSpec = DEMO_SPEC) -> dict:
         },
         "seconds": round(elapsed, 2),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 

@@ -186,11 +186,11 @@ class SpineAnnotation:
         return cls(geometry=geometry, vertebrae=vertebrae, curve=curve, metadata=data.get("metadata", {}))
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
 
     @classmethod
     def read_json(cls, path: str | Path) -> SpineAnnotation:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _round(array: np.ndarray, decimals: int = 4) -> list:
