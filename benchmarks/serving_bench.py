@@ -1418,6 +1418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else " (no plot: matplotlib missing)"
         )
     )
+    # compared before recording, so that --compare latest.json --record compares with the old record
+    regressed = args.compare is not None and report_comparison(results, args.compare)
     if args.record:
         BASELINE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, BASELINE)
@@ -1426,7 +1428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = replace_marked(README.read_text(encoding="utf-8"), readme_block(results))
         README.write_text(table, encoding="utf-8")
         print(f"recorded {BASELINE.relative_to(REPO)} and the table of {README.relative_to(REPO)}")
-    if args.compare and report_comparison(results, args.compare):
+    if regressed:
         print("REGRESSION")
         return 1
     return 0
