@@ -53,8 +53,9 @@ _MAX_LISTED = 10  # positions / steps quoted in one error message
 #: Threads that read the headers (on 2 cores, 300 slices of 512×512: 0.17 s on one thread, 0.09 s on
 #: two).
 _HEADER_THREADS = min(4, os.cpu_count() or 1)
-#: Slices per ``ImageSeriesReader`` call when the pixels are read (the last run may hold up to
-#: twice as many; every run holds at least two, so ITK derives each run's slice spacing).
+#: Slices per ``ImageSeriesReader`` call when the pixels are read: the series is cut into
+#: ``len // PIXEL_RUN_SLICES`` runs of equal size (24 to 47 slices; a shorter series is one run), so
+#: every run holds at least two slices and ITK derives each run's slice spacing.
 PIXEL_RUN_SLICES = 24
 #: Threads that read those runs (GDCM lets go of Python's lock while it decodes).
 _PIXEL_THREADS = min(4, os.cpu_count() or 1)
