@@ -108,7 +108,6 @@ class CudaShmCaller:
         self.grpcclient, self.cudashm = grpcclient, cudashm
         self.client = grpcclient.InferenceServerClient(url)
         self.name = f"vfq_ct_cuda_{os.getpid()}_{threading.get_ident()}"
-        self.byte_size = byte_size
         self.handle = cudashm.create_shared_memory_region(self.name, byte_size, 0)
         self.client.register_cuda_shared_memory(self.name, cudashm.get_raw_handle(self.handle), 0, byte_size)
 

@@ -32,7 +32,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from vfq.errors import InputError
-from vfq.preprocess import to_localizer_grid
+from vfq.preprocess import host_array, to_localizer_grid
 from vfq.server import steps
 from vfq.server.memory import DEFAULT_MAX_RETAINED_MB, RetainedMemoryCap
 from vfq.straighten import straighten_sagittal
@@ -150,7 +150,7 @@ class PythonStep:
         if not tensor.is_cpu():
             raise RuntimeError(
                 f"{name} arrived in GPU memory, which {self.step} reads only with PyTorch on a GPU: "
-                f"set its device parameter to auto or cuda in an image that has torch, or its "
+                "set its device parameter to auto or cuda in an image that has torch, or its "
                 "FORCE_CPU_ONLY_INPUT_TENSORS parameter to yes"
             )
         return tensor.as_numpy()
@@ -195,7 +195,7 @@ class ResamplingStep(PythonStep):
         if self.device is None:
             return super()._array(name, tensor)
         value = self.from_dlpack(tensor.to_dlpack())
-        return value if name == CT_INPUT else value.cpu().numpy()
+        return value if name == CT_INPUT else host_array(value)
 
 
 class PreprocessModel(ResamplingStep):
