@@ -87,7 +87,10 @@ class SpineShape:
 
     Attributes:
         kyphosis: thoracic kyphosis (Cobb-like total tangent change over T1-T12).
-        lordosis: lumbar lordosis over L1-L5.
+        lordosis: lumbar lordosis spread over L1-L5.
+        lower_lumbar: further lordosis concentrated at L4-L5, where real spines bend most.
+        lumbosacral: angle between the L5 lower and the S1 upper endplate (a disc taller in front);
+            the sacrum tilts by it in the sagittal plane, its top leaning anteriorly.
         scoliosis: lateral Cobb-like angle of one curve (0 = straight), signed: > 0 bends to the left.
         scoliosis_apex: level index (cranio-caudal position, C3 = 0) of the curve's apex.
         rotation_per_mm: axial rotation (degrees) of a vertebra per mm of its lateral deviation.
@@ -97,6 +100,8 @@ class SpineShape:
 
     kyphosis: float = 40.0
     lordosis: float = 40.0
+    lower_lumbar: float = 10.0
+    lumbosacral: float = 15.0
     scoliosis: float = 0.0
     scoliosis_apex: float = 12.0
     rotation_per_mm: float = 0.6
@@ -226,7 +231,9 @@ def _natural_heights(rng: np.random.Generator, level: Level, hp: float) -> tuple
             if Level.T4.index <= level.index <= Level.T12.index
             else rng.uniform(0, 0.05)
         )
-    elif level in (Level.L4, Level.L5):
+    elif level is Level.L5:
+        wedge = -rng.uniform(0.05, 0.18)
+    elif level is Level.L4:
         wedge = -rng.uniform(0.03, 0.10)
     else:
         wedge = rng.uniform(-0.03, 0.04)
@@ -302,6 +309,7 @@ def build_spine(
     cerv_mid = (idx[Level.C3] + idx[Level.C7]) / 2
     kappa_sag = np.radians(
         shape.lordosis * _bump(s, lumbar_mid, lumbar_hw)
+        + shape.lower_lumbar * _bump(s, (idx[Level.L4] + idx[Level.L5]) / 2, 20.0)
         - shape.kyphosis * _bump(s, thor_mid, thor_hw)
         + 20.0 * _bump(s, cerv_mid, 40.0)
     )
@@ -360,12 +368,16 @@ def build_spine(
         )
     l5 = vertebrae[0]
     s1_height = 0.9 * l5.heights[2]
-    posterior, left = _sagittal_frame(tangent[0])
+    # The sacrum turns about its upper endplate centre (the curve's start): top towards anterior.
+    posterior, _ = _sagittal_frame(tangent[0])
+    tilt = np.radians(shape.lumbosacral)
+    s1_axis = np.cos(tilt) * tangent[0] - np.sin(tilt) * posterior
+    posterior, left = _sagittal_frame(s1_axis)
     sacrum = replace(
         l5,
         level=Level.S1,
-        center=curve[0] - tangent[0] * s1_height / 2,
-        axis=tangent[0],
+        center=curve[0] - s1_axis * s1_height / 2,
+        axis=s1_axis,
         posterior=posterior,
         left=left,
         depth=0.95 * l5.depth,

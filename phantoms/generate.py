@@ -119,7 +119,8 @@ def sample_spec(
 ) -> PhantomSpec:
     """Draw a random phantom specification, deterministic for ``seed``.
 
-    Varies: curvature (kyphosis, lordosis, scoliosis with rotation), tilt, size, bone density,
+    Varies: curvature (kyphosis, lordosis and its lower-lumbar share, the lumbosacral angle,
+    scoliosis with rotation), tilt, size, bone density,
     fractures (type, grade, level), contrast phase, patient offset, field of view, and, unless
     ``acquisition`` is given, in-plane spacing 0.5-1.0 mm, slice thickness 0.6-5 mm, noise.
     """
@@ -152,7 +153,7 @@ def sample_spec(
             hu_offset=float(rng.uniform(-15, 15)),
             outside_hu=int(rng.choice([-1024, -2048])),
         )
-    return PhantomSpec(
+    spec = PhantomSpec(
         seed=seed,
         field_of_view=fov,
         shape=shape,
@@ -166,6 +167,9 @@ def sample_spec(
         if small_crop
         else (float(rng.normal(0, 15)), float(rng.normal(0, 15))),
     )
+    # Drawn last, so that a seed's other features do not depend on them.
+    shape = replace(shape, lower_lumbar=float(rng.uniform(0, 20)), lumbosacral=float(rng.uniform(5, 25)))
+    return replace(spec, shape=shape)
 
 
 def build_anatomy(spec: PhantomSpec) -> Anatomy:

@@ -304,6 +304,28 @@ def test_curve_spans_scan_beyond_the_column() -> None:
     assert curve.positions[-1, 2] > z_hi - 1.0
 
 
+def test_curve_ignores_a_blob_off_the_column_below_it() -> None:
+    """A femoral head lighting up the heatmap 40 mm below the column's end and 70 mm to its side
+    must not bend the curve's lower end over to it (the column continues straight instead)."""
+    grid = localizer_grid(CT_GEOMETRY)
+    z_lo, z_hi = grid.ct_z_range_mm()
+    heat = _tube_heatmap(grid, z_lo + 100, z_hi)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in grid.geometry.shape], indexing="ij"), axis=-1)
+    world = grid.geometry.voxel_to_world(index)
+    head = np.array([_column_xy(np.array(z_lo + 40))[0] - 70.0, 40.0, z_lo + 40])
+    blob = np.exp(-((world - head) ** 2).sum(axis=-1) / (2 * 12.0**2))
+    vz, vy, vx = grid.valid_shape
+    blob[vz:], blob[:, vy:], blob[:, :, vx:] = 0.0, 0.0, 0.0
+    with_blob = np.maximum(heat, blob[None, None].astype(np.float32))
+    clean = spine_curve_from_heatmap(heat, grid)
+    curve = spine_curve_from_heatmap(with_blob, grid)
+    assert clean is not None and curve is not None
+    np.testing.assert_allclose(curve.positions, clean.positions, atol=1e-6)
+    on_column = curve.positions[:, 2] >= z_lo + 100
+    error = np.linalg.norm(curve.positions[on_column, :2] - _column_xy(curve.positions[on_column, 2]), axis=1)
+    assert error.max() < 1.0
+
+
 def test_padding_of_the_heatmap_is_ignored() -> None:
     grid = localizer_grid(CT_GEOMETRY)
     heat = _tube_heatmap(grid)

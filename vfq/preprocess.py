@@ -36,6 +36,7 @@ from vfq.straighten import (
     SpineCurve,
     StraightenedGrid,
     column_points_from_heatmap,
+    column_track,
     default_grid,
     fit_spine_curve,
     straighten_sagittal,
@@ -442,7 +443,8 @@ def spine_curve_from_heatmap(heatmap: np.ndarray, grid: LocalizerGrid) -> SpineC
     """Fit the spine curve to the localizer's heatmap; ``None`` when the scan shows no spine.
 
     Per-slice weighted centroids of the heatmap above :data:`~vfq.tensors.LOCALIZER_MIN_PEAK`
-    (:func:`vfq.straighten.column_points_from_heatmap`, padding masked out) go into the robust fit
+    (:func:`vfq.straighten.column_points_from_heatmap`, padding masked out), less the runs of them
+    off the column's track (:func:`vfq.straighten.column_track`), go into the robust fit
     (:func:`vfq.straighten.fit_spine_curve`) with ``z_range_mm`` = the CT's world z extent, so the
     curve spans the whole scan (beyond the column points it continues straight).
 
@@ -470,6 +472,8 @@ def spine_curve_from_heatmap(heatmap: np.ndarray, grid: LocalizerGrid) -> SpineC
     if float(valid.max()) < LOCALIZER_MIN_PEAK:
         return None
     points, weights = column_points_from_heatmap(valid, grid.geometry, threshold=LOCALIZER_MIN_PEAK)
+    on_track = column_track(points, weights)
+    points, weights = points[on_track], weights[on_track]
     if points.shape[0] < 4 or float(np.ptp(points[:, 2])) < MIN_SPINE_EXTENT_MM:
         return None
     return fit_spine_curve(

@@ -136,6 +136,34 @@ def test_scoliosis_bends_laterally_and_rotates_the_vertebrae():
         assert np.allclose((v.keypoints - v.center) @ v.left, 0.0, atol=1e-9)
 
 
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b, -1.0, 1.0))))
+
+
+def test_lower_lumbar_lordosis_and_lumbosacral_angle_bend_the_bottom_of_the_column():
+    flat = build_spine(np.random.default_rng(3), SpineShape(lower_lumbar=0.0, lumbosacral=0.0))
+    bent = build_spine(np.random.default_rng(3), SpineShape(lower_lumbar=15.0, lumbosacral=20.0))
+
+    def bottom(spine):
+        l4, l5, s1 = spine.vertebra(Level.L4), spine.vertebra(Level.L5), spine.sacrum
+        l5_kp, s1_kp = l5.keypoints, s1.keypoints
+        # Keypoints 3 and 5: lower anterior and posterior corners; 0 and 2: the upper ones (DESIGN §2).
+        anterior_disc = float(np.linalg.norm(l5_kp[3] - s1_kp[0]))
+        posterior_disc = float(np.linalg.norm(l5_kp[5] - s1_kp[2]))
+        return _angle_deg(l4.axis, l5.axis), _angle_deg(l5.axis, s1.axis), anterior_disc, posterior_disc
+
+    l45_flat, l5s1_flat, front_flat, back_flat = bottom(flat)
+    l45_bent, l5s1_bent, front_bent, back_bent = bottom(bent)
+    assert l45_bent - l45_flat == pytest.approx(15.0, abs=3.0)
+    assert l5s1_bent - l5s1_flat == pytest.approx(20.0, abs=3.0)
+    # The sacrum's top leans anteriorly: the L5/S1 disc opens in front and stays open behind.
+    assert abs(front_flat - back_flat) < 3.0
+    assert front_bent - back_bent > 7.0 and back_bent > 2.0
+    assert bent.sacrum.axis[1] < flat.sacrum.axis[1]  # y is posterior (LPS)
+    # The sacrum turns about its upper endplate centre, the start of the curve.
+    assert np.allclose(bent.sacrum_top, bent.curve[0]) and np.allclose(flat.sacrum_top, flat.curve[0])
+
+
 def test_truth_is_the_same_anatomy_on_any_grid():
     anatomy = build_anatomy(_small(8, FieldOfView.CHEST))
     coarse = field_of_view_geometry(anatomy)
@@ -218,3 +246,7 @@ def test_sampled_specs_vary_the_acquisition_within_the_stated_ranges():
     assert {s.contrast for s in specs} == set(Contrast)
     assert sum(bool(s.fractures) for s in specs) > 80
     assert any(s.shape.scoliosis != 0 for s in specs)
+    lower_lumbar = np.array([s.shape.lower_lumbar for s in specs])
+    lumbosacral = np.array([s.shape.lumbosacral for s in specs])
+    assert 0 <= lower_lumbar.min() < 2 and 18 < lower_lumbar.max() <= 20
+    assert 5 <= lumbosacral.min() < 7 and 23 < lumbosacral.max() <= 25

@@ -13,6 +13,7 @@ EXPECTED = {
     "SpineFit",
     "StraightenedGrid",
     "column_points_from_heatmap",
+    "column_track",
     "default_grid",
     "fit_spine_curve",
     "fit_spine_curve_detailed",

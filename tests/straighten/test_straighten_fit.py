@@ -7,7 +7,7 @@ import pytest
 from straighten_factories import SineSpine
 
 from vfq.errors import InputError
-from vfq.straighten import column_points_from_heatmap, fit_spine_curve, fit_spine_curve_detailed
+from vfq.straighten import column_points_from_heatmap, column_track, fit_spine_curve, fit_spine_curve_detailed
 from vfq.volume import ImageGeometry
 
 SPINE = SineSpine(length=400.0, z0=-200.0, ax=30.0, kx=2.0, ay=25.0, ky=1.0, x0=5.0, y0=40.0)
@@ -96,6 +96,48 @@ def test_bridges_a_60_mm_gap() -> None:
     assert in_gap.sum() > 55
     assert error[in_gap].max() < 2.0
     assert np.sqrt(np.mean(error**2)) < 1.0
+
+
+def _column_with_pelvic_cluster() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Column points from z = -100 mm up (4 mm apart, the localizer's slices), and below a 50 mm
+    gap a heavy 32 mm run 80 mm to the side (a femoral head lighting up the heatmap)."""
+    column = _points(SPINE, step=4.0, noise=0.5, seed=5)
+    column = column[column[:, 2] >= -100.0]
+    z = np.arange(-182.0, -149.0, 4.0)
+    cluster = np.column_stack([SPINE.xy(z) + np.array([80.0, 10.0]), z])
+    points = np.concatenate([cluster, column])
+    weights = np.concatenate([np.full(z.size, 10.0), np.full(column.shape[0], 5.0)])
+    return points, weights, np.arange(points.shape[0]) >= z.size
+
+
+def test_column_track_drops_a_cluster_off_the_column_below_a_gap() -> None:
+    points, weights, on_column = _column_with_pelvic_cluster()
+    keep = column_track(points, weights)
+    np.testing.assert_array_equal(keep, on_column)
+    kept = fit_spine_curve(points[keep], weights[keep])
+    assert SPINE.in_plane_error(kept).max() < 2.0
+    # Without the track the fit bends over to the cluster across the gap (guards the test).
+    pulled = fit_spine_curve(points, weights)
+    column_part = pulled.positions[:, 2] >= -100.0
+    assert SPINE.in_plane_error(pulled)[column_part].max() > 5.0
+
+
+def test_column_track_keeps_the_column_across_gaps_and_drops_a_jump_aside() -> None:
+    points = _points(SPINE, step=4.0, noise=0.5, seed=6)
+    z = points[:, 2]
+    gaps = ((z > -120.0) & (z < -70.0)) | ((z > 40.0) & (z < 80.0))
+    points = points[~gaps]
+    weights = np.ones(points.shape[0])
+    assert column_track(points, weights).all()
+    # Three slices whose maximum jumps to a vessel 40 mm anterior, without any gap in z.
+    jumped = points.copy()
+    jumped[30:33, 1] -= 40.0
+    keep = column_track(jumped, weights)
+    assert not keep[30:33].any() and keep[:30].all() and keep[33:].all()
+    # Any order in, the same points out; none in, none out.
+    order = np.random.default_rng(0).permutation(points.shape[0])
+    np.testing.assert_array_equal(column_track(jumped[order], weights[order]), keep[order])
+    assert column_track(np.empty((0, 3)), np.empty(0)).shape == (0,)
 
 
 def test_zero_weight_points_are_ignored() -> None:

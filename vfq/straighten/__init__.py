@@ -21,6 +21,7 @@ from vfq.straighten.curve import SpineCurve, frame_from_tangent
 from vfq.straighten.fit import (
     SpineFit,
     column_points_from_heatmap,
+    column_track,
     fit_spine_curve,
     fit_spine_curve_detailed,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "SpineFit",
     "StraightenedGrid",
     "column_points_from_heatmap",
+    "column_track",
     "default_grid",
     "fit_spine_curve",
     "fit_spine_curve_detailed",

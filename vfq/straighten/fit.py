@@ -15,7 +15,8 @@ in-plane residual distance, scaled by its (weighted) median. The first weights c
 local lines (Siegel's repeated median over a ``smoothing_mm`` window), not from a least-squares
 fit, so that a few wild points near an end of the column cannot drag the start away from the good
 ones. A run of outliers longer than about half the window, or one at the very end of the data,
-can still win (it is then indistinguishable from a bend).
+can still win (it is then indistinguishable from a bend); :func:`column_track` drops such runs
+beforehand where a gap or a jump sets them apart from the column.
 """
 
 from __future__ import annotations
@@ -381,3 +382,68 @@ def _hermite_densify(z: np.ndarray, f: np.ndarray, factor: int) -> tuple[np.ndar
     dense = np.concatenate([dense.reshape(-1, f.shape[1]), f[-1:]], axis=0)
     dense_z = np.concatenate([(z[:-1, None] + t[None, :] * h).ravel(), z[-1:]])
     return dense_z, dense
+
+
+def column_track(
+    points_world: np.ndarray,
+    weights: np.ndarray,
+    *,
+    max_gap_mm: float = 12.0,
+    max_jump_mm: float = 15.0,
+    tolerance_mm: float = 20.0,
+    tolerance_per_gap_mm: float = 0.5,
+    end_mm: float = 40.0,
+) -> np.ndarray:
+    """Which column points lie on one track with the column's main run (a boolean mask).
+
+    The points, in z order, are cut into runs where z jumps by more than ``max_gap_mm`` or the
+    in-plane position by more than ``max_jump_mm`` between neighbours. The run with the largest
+    weight is the column; from it, outwards in both directions, a run is kept when its nearest
+    point lies within ``tolerance_mm + tolerance_per_gap_mm * gap`` (in-plane, mm) of the kept
+    track's end continued along a straight line (fitted to its last ``end_mm`` of z). A run off
+    that line (a femoral head or the pubic symphysis below the sacrum lighting up the heatmap) is
+    dropped before the fit, which could otherwise bend the curve over to it across the gap (see
+    the module docstring); pieces of the column on both sides of a gap are kept.
+
+    Args:
+        points_world: ``(N, 3)`` world LPS mm, e.g. from :func:`column_points_from_heatmap`.
+        weights: ``(N,)`` their non-negative weights.
+
+    Returns:
+        ``(N,)`` bool, True for the points on the track (all of them when there is one run).
+    """
+    points = np.asarray(points_world, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    keep = np.zeros(points.shape[0], dtype=bool)
+    if points.shape[0] == 0:
+        return keep
+    order = np.argsort(points[:, 2], kind="stable")
+    p = points[order]
+    jumps = np.linalg.norm(np.diff(p[:, :2], axis=0), axis=1)
+    breaks = (np.diff(p[:, 2]) > max_gap_mm) | (jumps > max_jump_mm)
+    run_of = np.concatenate([[0], np.cumsum(breaks)])
+    n_runs = int(run_of[-1]) + 1
+    main = int(np.argmax(np.bincount(run_of, weights=w[order], minlength=n_runs)))
+    on_track = run_of == main
+
+    def continue_to(run: int, upwards: bool) -> None:
+        track = p[on_track]
+        end_z = track[-1, 2] if upwards else track[0, 2]
+        near_end = track[np.abs(track[:, 2] - end_z) <= end_mm]
+        candidate = p[run_of == run]
+        first = candidate[0] if upwards else candidate[-1]
+        if near_end.shape[0] >= 2 and np.ptp(near_end[:, 2]) > 0:
+            slope, intercept = np.polynomial.polynomial.polyfit(near_end[:, 2], near_end[:, :2], 1)[::-1]
+            expected = slope * first[2] + intercept
+        else:
+            expected = near_end[-1 if upwards else 0, :2]
+        gap = abs(first[2] - end_z)
+        if np.linalg.norm(first[:2] - expected) <= tolerance_mm + tolerance_per_gap_mm * gap:
+            on_track[run_of == run] = True
+
+    for run in range(main + 1, n_runs):
+        continue_to(run, upwards=True)
+    for run in range(main - 1, -1, -1):
+        continue_to(run, upwards=False)
+    keep[order] = on_track
+    return keep
