@@ -57,9 +57,13 @@ def write_dicom_series(
 
     Returns the written paths. Instance numbers run from the most superior slice down, as on most
     scanners, so a reader that sorts by instance number instead of position gets the order wrong.
+    Slice files of an earlier series written to the same folder (``IM*.dcm``) are removed first, so
+    that a shorter series does not keep the longer one's last slices.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("IM*.dcm"):
+        stale.unlink()
     geometry = volume.geometry
     if not np.allclose(geometry.direction, np.eye(3)):
         raise ValueError("the DICOM writer expects an axial LPS volume (identity direction)")

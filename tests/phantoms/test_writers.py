@@ -12,7 +12,8 @@ from vfq.annotation import SpineAnnotation
 from vfq.io import read_ct
 from vfq.phantoms import Acquisition, FieldOfView, generate, sample_spec
 from vfq.phantoms.cli import main
-from vfq.phantoms.writers import write_phantom
+from vfq.phantoms.writers import write_dicom_series, write_phantom
+from vfq.volume import CTVolume, ImageGeometry
 
 ACQUISITION = Acquisition(spacing=(2.5, 1.5, 1.5), slice_thickness=2.5, matrix=(180, 200), noise_hu=12.0)
 
@@ -35,6 +36,23 @@ def test_dicom_and_nifti_read_back_with_the_same_geometry_and_pixels(written):
         assert np.allclose(volume.geometry.origin, phantom.ct.geometry.origin, atol=1e-3)
         assert np.allclose(volume.geometry.direction, np.eye(3))
         assert np.array_equal(volume.array, phantom.ct.array)
+
+
+def test_a_shorter_series_rewritten_into_the_folder_keeps_none_of_the_longer_ones_slices(tmp_path):
+    """Regression: the demo rewrote its phantom (same seed, same series UID) with fewer slices after
+    an anatomy change, and the longer series' last files stayed: the reader saw a series with gaps."""
+    rng = np.random.default_rng(0)
+    for n_slices, origin_z in ((12, -40.0), (7, -37.5)):
+        geometry = ImageGeometry(
+            shape=(n_slices, 16, 16), spacing=(2.5, 1.0, 1.0), origin=(0.0, 0.0, origin_z)
+        )
+        array = rng.integers(-100, 100, size=geometry.shape, dtype=np.int16)
+        write_dicom_series(CTVolume(array, geometry), tmp_path, seed=3, slice_thickness=2.5)
+    assert len(list(tmp_path.glob("*.dcm"))) == 7
+    volume = read_ct(tmp_path)
+    assert volume.geometry.shape == (7, 16, 16)
+    assert volume.geometry.origin[2] == pytest.approx(-37.5)
+    assert np.array_equal(volume.array, array)
 
 
 def test_dicom_series_tags(written):
