@@ -267,11 +267,15 @@ def _column_xy(z: np.ndarray) -> np.ndarray:
     return np.stack([5.0 + 12.0 * np.sin(np.pi * t), 30.0 - 10.0 * np.sin(2 * np.pi * t)], axis=-1)
 
 
+def _grid_world(grid: LocalizerGrid) -> np.ndarray:
+    """``(Z, Y, X, 3)`` world LPS mm of every voxel of the localizer grid."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in grid.geometry.shape], indexing="ij"), axis=-1)
+    return grid.geometry.voxel_to_world(index)
+
+
 def _tube_heatmap(grid: LocalizerGrid, z_lo: float = -np.inf, z_hi: float = np.inf) -> np.ndarray:
     """Gaussian tube (σ = LOCALIZER_TUBE_SIGMA_MM, in-plane distance) around _column_xy on the grid."""
-    shape = grid.geometry.shape
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-    world = grid.geometry.voxel_to_world(index)
+    world = _grid_world(grid)
     d2 = ((world[..., :2] - _column_xy(world[..., 2])) ** 2).sum(axis=-1)
     heat = np.exp(-d2 / (2 * LOCALIZER_TUBE_SIGMA_MM**2))
     heat[(world[..., 2] < z_lo) | (world[..., 2] > z_hi)] = 0.0
@@ -310,8 +314,7 @@ def test_curve_ignores_a_blob_off_the_column_below_it() -> None:
     grid = localizer_grid(CT_GEOMETRY)
     z_lo, z_hi = grid.ct_z_range_mm()
     heat = _tube_heatmap(grid, z_lo + 100, z_hi)
-    index = np.stack(np.meshgrid(*[np.arange(n) for n in grid.geometry.shape], indexing="ij"), axis=-1)
-    world = grid.geometry.voxel_to_world(index)
+    world = _grid_world(grid)
     head = np.array([_column_xy(np.array(z_lo + 40))[0] - 70.0, 40.0, z_lo + 40])
     blob = np.exp(-((world - head) ** 2).sum(axis=-1) / (2 * 12.0**2))
     vz, vy, vx = grid.valid_shape
