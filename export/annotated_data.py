@@ -34,12 +34,13 @@ import numpy as np
 from vfq.annotation import SpineAnnotation
 from vfq.detection import classes_of_levels
 from vfq.errors import InputError
-from vfq.export.detector_data import CurveError, DetectorSample, keypoints_inside, noisy_spine_curve
+from vfq.export.detector_data import EDGE_MARGIN_PX, CurveError, DetectorSample, noisy_spine_curve
 from vfq.export.localizer_data import CENTRE_LINE_STEP_MM, LocalizerSample, scan_support, tube_target
 from vfq.io import read_ct
 from vfq.io.jsonfile import read_json
 from vfq.io.neuroml import read_neuroml
 from vfq.io.verse import read_verse
+from vfq.keypoints import points_inside
 from vfq.levels import STANDARD_LEVELS
 from vfq.preprocess import localizer_grid, to_detector_input, to_localizer_grid
 from vfq.straighten import world_to_grid
@@ -178,7 +179,7 @@ def detector_sample(
     sv[..., 0] += det.pad_s[0]
     levels = classes_of_levels([v.level for v in truth.vertebrae])
     in_view = np.array([v.fully_in_view for v in truth.vertebrae], dtype=bool)
-    valid = (levels >= 0) & in_view & keypoints_inside(sv, (det.grid.n_s, det.grid.n_v))
+    valid = (levels >= 0) & in_view & points_inside(sv, (det.grid.n_s, det.grid.n_v), EDGE_MARGIN_PX)
     info = {
         **info,
         "seed": int(seed),

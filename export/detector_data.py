@@ -26,7 +26,7 @@ from scipy import ndimage
 from vfq.detection import DetectorTargets, classes_of_levels, encode_targets
 from vfq.export.localizer_data import _axis_map, centre_line, normalise_hu
 from vfq.genant import genant
-from vfq.keypoints import heights_mm
+from vfq.keypoints import heights_mm, points_inside
 from vfq.phantoms import PhantomSpec, build_anatomy, field_of_view_geometry, ground_truth, render, sample_spec
 from vfq.preprocess import MIN_SPINE_EXTENT_MM, localizer_grid, to_detector_input
 from vfq.straighten import SpineCurve, fit_spine_curve, world_to_grid
@@ -40,6 +40,8 @@ DEFORMITY_WEIGHT = 20.0
 NORMAL_LOSS_FLOOR = 0.10
 #: In-plane margin (mm) of the rendered grid around the truth curve's x/y range.
 CROP_MARGIN_MM = 70.0
+#: A positive's keypoints lie at least this many pixels inside the straightened image.
+EDGE_MARGIN_PX = 1.0
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ def make_detector_sample(
     sv = world_to_grid(curve, det.grid, kp_world)[..., :2]
     sv[..., 0] += det.pad_s[0]
     levels = classes_of_levels([v.level for v in truth.vertebrae])
-    inside = keypoints_inside(sv, (det.grid.n_s, det.grid.n_v))
+    inside = points_inside(sv, (det.grid.n_s, det.grid.n_v), EDGE_MARGIN_PX)
     in_view = np.array([v.fully_in_view for v in truth.vertebrae], dtype=bool)
     valid = (levels >= 0) & in_view & inside
     centres = np.array([v.center for v in truth.vertebrae])
@@ -208,14 +210,6 @@ def spine_crop_geometry(
         origin=tuple(scan.voxel_to_world(first.astype(float))),
         direction=scan.direction,
     )
-
-
-def keypoints_inside(keypoints_sv: np.ndarray, shape: tuple[int, int], margin: float = 1.0) -> np.ndarray:
-    """``(N,)`` bool: all six keypoints lie at least ``margin`` pixels inside an image of ``shape``."""
-    kp = np.asarray(keypoints_sv, dtype=np.float64)
-    upper = np.array(shape, dtype=np.float64) - 1 - margin
-    ok = np.isfinite(kp).all(axis=-1) & (kp >= margin).all(axis=-1) & (kp <= upper).all(axis=-1)
-    return ok.all(axis=-1)
 
 
 def _curve_error_mm(curve: SpineCurve, centres_world: np.ndarray) -> float:
@@ -306,7 +300,7 @@ def augment_detector(
         inside, rotation, offset=c_in - rotation @ c_out, output_shape=(crop_s, crop_v), order=1
     )
     keypoints = (np.asarray(keypoints_sv, dtype=np.float64) - c_in) @ rotation + c_out
-    valid = np.asarray(valid, dtype=bool) & keypoints_inside(keypoints, (crop_s, crop_v))
+    valid = np.asarray(valid, dtype=bool) & points_inside(keypoints, (crop_s, crop_v), EDGE_MARGIN_PX)
 
     hu = out / np.float32(HU_SCALE)
     hu = hu * np.float32(rng.uniform(*params.hu_scale)) + np.float32(rng.uniform(*params.hu_offset))

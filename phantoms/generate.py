@@ -16,7 +16,7 @@ import numpy as np
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.genant import genant
-from vfq.keypoints import heights_mm
+from vfq.keypoints import fully_in_view, heights_mm
 from vfq.levels import Level
 from vfq.phantoms.anatomy import Fracture, Spine, SpineShape, build_spine, sample_fractures
 from vfq.phantoms.canvas import Canvas
@@ -356,7 +356,9 @@ def _integrate_slices(fine: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def ground_truth(anatomy: Anatomy, geometry: ImageGeometry) -> SpineAnnotation:
     """The exact ground truth of the anatomy on a grid: every vertebra whose body reaches into the
     grid, with keypoints (voxel), fracture type, the Genant grade and loss from its keypoints
-    (neighbours: the whole modelled spine), and whether it lies fully in view."""
+    (neighbours: the whole modelled spine), and whether it lies fully in view: its keypoints and
+    the lateral ends of its mid-body by :func:`vfq.keypoints.fully_in_view`, and inside the
+    reconstruction circle."""
     spine = anatomy.spine
     world_kp = spine.keypoints
     result = genant(heights_mm(world_kp))
@@ -365,11 +367,12 @@ def ground_truth(anatomy: Anatomy, geometry: ImageGeometry) -> SpineAnnotation:
     for v, kp, loss, grade in zip(spine.vertebrae, world_kp, result.loss, result.grade):
         extremes = np.concatenate([kp, v.center + np.outer([-1, 1], v.left) * v.width / 2])
         voxels = geometry.world_to_voxel(extremes)
-        inside = (voxels >= -0.5) & (voxels <= np.array(geometry.shape) - 0.5)
-        if not inside.all(axis=1).any():
+        in_grid = (voxels >= -0.5) & (voxels <= np.array(geometry.shape) - 0.5)
+        if not in_grid.all(axis=1).any():
             continue
+        in_view = bool(fully_in_view(voxels, geometry.shape))
         in_field = True
-        if field is not None and inside.all():
+        if field is not None and in_view:
             rows_cols = np.rint(voxels[:, 1:]).astype(int)
             in_field = bool(field[rows_cols[:, 0], rows_cols[:, 1]].all())
         vertebrae.append(
@@ -379,7 +382,7 @@ def ground_truth(anatomy: Anatomy, geometry: ImageGeometry) -> SpineAnnotation:
                 fracture_type=v.fracture,
                 grade=int(grade),
                 loss=float(loss),
-                fully_in_view=bool(inside.all() and in_field),
+                fully_in_view=in_view and in_field,
             )
         )
     z_lo, z_hi = geometry.origin[2] - 20.0, geometry.origin[2] + geometry.extent_mm[0] + 20.0

@@ -19,6 +19,7 @@ from vfq.detection import (
 )
 from vfq.errors import InputError
 from vfq.genant import genant
+from vfq.keypoints import IN_VIEW_MARGIN_VOXELS
 from vfq.levels import Level
 from vfq.straighten import SpineCurve, StraightenedGrid
 from vfq.tensors import (
@@ -352,7 +353,8 @@ def test_quantify_on_a_straight_vertical_curve() -> None:
     )
     np.testing.assert_allclose(world, expected, atol=1e-9)
 
-    vertebrae = quantify(detections, grid, curve)
+    ct = ImageGeometry(shape=(300, 100, 100), spacing=(1.0, 0.5, 0.5), origin=(-15.0, -5.0, -50.0))
+    vertebrae = quantify(detections, grid, curve, ct)
     assert len(vertebrae) == 6
     top_first = expected[::-1]
     np.testing.assert_allclose(vertebrae.keypoints_world, top_first, atol=1e-9)
@@ -366,7 +368,6 @@ def test_quantify_on_a_straight_vertical_curve() -> None:
     assert vertebrae.levels[0] is DETECTOR_LEVEL_CLASSES[10] and vertebrae.levels[-1] is Level.L3
     np.testing.assert_allclose(vertebrae.detection_score, 1.0)
 
-    ct = ImageGeometry(shape=(300, 100, 100), spacing=(1.0, 0.5, 0.5), origin=(-15.0, -5.0, -50.0))
     voxel = vertebrae.keypoints_voxel(ct)
     np.testing.assert_allclose(voxel[..., 0], top_first[..., 2] + 50.0, atol=1e-6)
     np.testing.assert_allclose(voxel[..., 1], (top_first[..., 1] + 5.0) / 0.5, atol=1e-6)
@@ -381,13 +382,40 @@ def test_quantify_drops_detections_in_the_padding_and_handles_none() -> None:
     centre_s = detections.centers_sv[:, 0]
     n_s = int(np.floor((centre_s[3] + centre_s[4]) / 2))  # the top body's centre lies in the padding
     grid = StraightenedGrid(n_s=n_s, n_v=DETECTOR_WIDTH_PX, n_w=5)
-    vertebrae = quantify(detections, grid, curve)
+    ct = ImageGeometry(shape=(400, 100, 100), spacing=(1.0, 0.5, 0.5), origin=(-15.0, -5.0, -100.0))
+    vertebrae = quantify(detections, grid, curve, ct)
     assert len(vertebrae) == 4
     np.testing.assert_allclose(vertebrae.keypoints_sagittal, keypoints[3::-1], atol=0.01)
 
     empty = decode(np.zeros((10, 24)), np.zeros((12, 10, 24)))
-    nothing = quantify(empty, grid, curve)
+    nothing = quantify(empty, grid, curve, ct)
     assert len(nothing) == 0 and nothing.keypoints_world.shape == (0, 6, 3)
+
+
+@pytest.mark.parametrize("inside_voxels", [0.4, 0.6])
+def test_quantify_keeps_only_bodies_out_of_the_cts_outermost_slices(inside_voxels: float) -> None:
+    """A body with a keypoint in the CT's first or last slice (here 3 mm thick) cannot be measured:
+    it is dropped; half a slice further in, it is kept (IN_VIEW_MARGIN_VOXELS)."""
+    curve = _vertical_curve()
+    keypoints, rows = _stack(np.random.default_rng(23), 6)
+    targets = encode_targets(keypoints, np.full(6, -1), np.ones(6, bool), (rows, DETECTOR_WIDTH_PX))
+    detections = decode(targets.heatmap, targets.offsets)
+    grid = StraightenedGrid(n_s=rows, n_v=DETECTOR_WIDTH_PX, n_w=5)
+    z = vertebrae_to_world(detections, grid, curve)[..., 2]
+    lowest, highest = z.min(), z.max()
+    # the lowest keypoint lies `inside_voxels` slices above the first slice's centre, the
+    # highest as far below the last one's
+    spacing = (highest - lowest) / (99.0 - 2 * inside_voxels)
+    ct = ImageGeometry(
+        shape=(100, 100, 100),
+        spacing=(spacing, 0.5, 0.5),
+        origin=(-15.0, -5.0, lowest - inside_voxels * spacing),
+    )
+    vertebrae = quantify(detections, grid, curve, ct)
+    expected = 6 if inside_voxels >= IN_VIEW_MARGIN_VOXELS else 4
+    assert len(vertebrae) == expected
+    kept_z = vertebrae.keypoints_world[..., 2]
+    assert (kept_z.min() == lowest) == (kept_z.max() == highest) == (expected == 6)
 
 
 def test_exported_members() -> None:

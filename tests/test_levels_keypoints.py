@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vfq.keypoints import KEYPOINT_NAMES, body_center, heights_mm
+from vfq.keypoints import (
+    IN_VIEW_MARGIN_VOXELS,
+    KEYPOINT_NAMES,
+    body_center,
+    fully_in_view,
+    heights_mm,
+    points_inside,
+)
 from vfq.levels import STANDARD_LEVELS, Level
 
 
@@ -52,3 +59,29 @@ def test_heights_in_mm_from_voxels_with_anisotropic_spacing():
     assert body_center(keypoints).tolist() == pytest.approx([28 / 6, 15.0, 5.0])
     with pytest.raises(ValueError, match=r"\(\.\.\., 6, 3\)"):
         heights_mm(np.zeros((5, 3)))
+
+
+def test_fully_in_view_keeps_keypoints_out_of_the_outermost_slices_rows_and_columns():
+    shape = (10, 20, 30)
+    body = np.tile([[5.0, 10.0, 15.0]], (6, 1))
+
+    def moved(axis: int, value: float) -> np.ndarray:
+        points = body.copy()
+        points[2, axis] = value
+        return points
+
+    m = IN_VIEW_MARGIN_VOXELS
+    cases = [body]
+    for axis, n in enumerate(shape):
+        cases += [
+            moved(axis, m),
+            moved(axis, n - 1 - m),
+            moved(axis, m - 0.01),
+            moved(axis, n - 1 - m + 0.01),
+        ]
+    expected = [True] + [True, True, False, False] * 3
+    np.testing.assert_array_equal(fully_in_view(np.stack(cases), shape), expected)
+    assert not fully_in_view(moved(0, np.nan), shape)
+    # the same rule for a 2D image with a margin of one pixel
+    assert points_inside(np.array([[1.0, 1.0], [8.0, 3.0]]), (10, 5), 1.0)
+    assert not points_inside(np.array([[1.0, 1.0], [8.0, 3.5]]), (10, 5), 1.0)

@@ -270,11 +270,11 @@ def test_evaluate_summary() -> None:
     assert s.auc_vertebra_grade1.auc == pytest.approx(5 / 6)
     assert (s.auc_vertebra_grade1.n_positive, s.auc_vertebra_grade1.n_negative) == (2, 3)
     assert s.auc_vertebra_grade2.auc == 1.0
-    # patient level: A 0.30 (grade 2), B 0.25 (grade 1), C 0.05 (grade 0: the partial grade-3 L2
-    # and the 0.95 prediction on it do not count)
-    assert s.auc_patient_grade1.auc == 1.0
+    # patient level: A 0.30 (grade 2), B 0.25 (grade 1), C 0.95 (grade 0: the partial grade-3 L2
+    # does not make it positive, but the study score reported on it counts)
+    assert s.auc_patient_grade1.auc == 0.0
     assert (s.auc_patient_grade1.n_positive, s.auc_patient_grade1.n_negative) == (2, 1)
-    assert s.auc_patient_grade2.auc == 1.0
+    assert s.auc_patient_grade2.auc == 0.5
     assert (s.auc_patient_grade2.n_positive, s.auc_patient_grade2.n_negative) == (1, 2)
     assert len(s.studies) == 3 and s.studies[2].missed_truths == (1,)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from vfq.errors import InputError
 from vfq.genant import genant
-from vfq.keypoints import NUM_KEYPOINTS, heights_mm
+from vfq.keypoints import NUM_KEYPOINTS, fully_in_view, heights_mm
 from vfq.levels import Level
 from vfq.straighten import SpineCurve, StraightenedGrid, sagittal_to_world
 from vfq.tensors import (
@@ -496,26 +496,34 @@ class Vertebrae:
 
 
 def quantify(
-    detections: Detections, grid: StraightenedGrid, curve: SpineCurve, *, pad_s_before: int = 0
+    detections: Detections,
+    grid: StraightenedGrid,
+    curve: SpineCurve,
+    ct_geometry: ImageGeometry,
+    *,
+    pad_s_before: int = 0,
 ) -> Vertebrae:
     """Keypoints into the patient, heights in mm and the Genant grade of each detection.
 
-    Detections with a keypoint outside the straightened image (a body cut by the scan's first or
-    last slice, or one in the padding rows: its heights cannot be measured) and bodies whose
-    posterior height is below :data:`MIN_POSTERIOR_HEIGHT_MM` are dropped; the rest
-    are the neighbours of one another in the Genant crush term, in their order along the spine.
+    Only bodies whose heights can be measured are kept: a detection with a keypoint outside the
+    straightened image (one in the padding rows) or in the CT's outermost slice, row or column
+    (not :func:`~vfq.keypoints.fully_in_view`: a body cut by the scan's first or last slice) is
+    dropped, and so is a body whose posterior height is below :data:`MIN_POSTERIOR_HEIGHT_MM`. The
+    rest are the neighbours of one another in the Genant crush term, in their order along the spine.
 
     Args:
         detections: from :func:`decode`, on the detector input of ``grid`` and ``curve``.
         grid: the straightened grid; ``curve``: the spine curve (world LPS mm).
+        ct_geometry: the CT's grid (world LPS mm ↔ voxel ``(z, y, x)``).
         pad_s_before: rows of padding before the image in the detector input.
     """
     sagittal = detections.keypoints_sv - np.array([float(pad_s_before), 0.0])
     world = vertebrae_to_world(detections, grid, curve, pad_s_before=pad_s_before)
     heights = heights_mm(world) if len(detections) else np.zeros((0, 3))
     rows = sagittal[..., 0] if len(detections) else np.zeros((0, NUM_KEYPOINTS))
-    whole = ((rows >= -0.5) & (rows <= grid.n_s - 0.5)).all(axis=1)  # not cut by the scan's ends
-    keep = whole & (heights[:, 2] >= MIN_POSTERIOR_HEIGHT_MM)
+    on_image = ((rows >= -0.5) & (rows <= grid.n_s - 0.5)).all(axis=1)
+    in_view = fully_in_view(ct_geometry.world_to_voxel(world), ct_geometry.shape)
+    keep = on_image & in_view & (heights[:, 2] >= MIN_POSTERIOR_HEIGHT_MM)
     order = np.flatnonzero(keep)[::-1]  # detections run inferior → superior; vertebrae superior first
     heights = heights[order]
     result = genant(heights)

@@ -29,11 +29,13 @@ Rules (DESIGN §2, §5):
   ties between a positive and a negative counted 1/2. *Vertebra level*: true-positive pairs whose
   prediction has a ``loss`` and whose truth has a ``grade``; positive when the true grade is at
   least the threshold (1 or 2). Missed vertebrae do not enter it (recall reports them).
-  *Patient level*: one sample per study; its score is the largest ``loss`` of its predicted
-  vertebrae (except those matched to partial truths), 0 for a study without any — as
-  :attr:`vfq.genant.GenantResult.study_score`; it is positive when any fully visible true vertebra
-  has a grade at or above the threshold, and it is left out when no fully visible true vertebra
-  has a grade. With only one class the AUC is undefined: NaN, and :attr:`AucResult.reason` says why.
+  *Patient level*: one sample per study; its score is the largest ``loss`` of all its predicted
+  vertebrae, 0 for a study without any — the study score a user is given
+  (:attr:`vfq.genant.GenantResult.study_score`), so a prediction on a partial truth counts here
+  (the product measured a body the truth says cannot be measured); it is positive when any fully
+  visible true vertebra has a grade at or above the threshold, and it is left out when no fully
+  visible true vertebra has a grade. With only one class the AUC is undefined: NaN, and
+  :attr:`AucResult.reason` says why.
 """
 
 from __future__ import annotations
@@ -486,12 +488,7 @@ def evaluate(
                 vertebra_scores.append(float(p.loss))
                 vertebra_grades.append(int(t.grade))
 
-        ignored_predictions = {m.prediction for m in det.matches if not m.counted}
-        losses = [
-            float(v.loss)
-            for i, v in enumerate(prediction.vertebrae)
-            if v.loss is not None and i not in ignored_predictions
-        ]
+        losses = [float(v.loss) for v in prediction.vertebrae if v.loss is not None]
         graded = [int(v.grade) for v in truth.vertebrae if v.fully_in_view and v.grade is not None]
         if graded:
             patient_scores.append(max(losses, default=0.0))

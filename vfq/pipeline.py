@@ -101,7 +101,7 @@ def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analy
     outputs = detector(sagittal.tensor)
     lap("detector")
     detections = decode(*outputs)
-    vertebrae = quantify(detections, sagittal.grid, curve, pad_s_before=sagittal.pad_s[0])
+    vertebrae = quantify(detections, sagittal.grid, curve, ct.geometry, pad_s_before=sagittal.pad_s[0])
     lap("decode")
     reason = None if len(vertebrae) else NO_VERTEBRAE
     return Analysis(vertebrae, curve, sagittal.sagittal_hu, reason, seconds)

@@ -63,6 +63,26 @@ def test_field_of_view_covers_its_levels(fov, complete):
         assert Level.T6 not in {v.level for v in truth.vertebrae}
 
 
+def test_a_body_in_the_outermost_slice_is_not_fully_in_view():
+    anatomy = build_anatomy(_small(2, FieldOfView.ABDOMEN))
+    geometry = field_of_view_geometry(anatomy)
+    whole = ground_truth(anatomy, geometry)
+    inner = [v for v in whole.vertebrae if v.fully_in_view]
+    top = max(inner, key=lambda v: v.keypoints[:, 0].max())
+    # cut the scan so that the top body's highest keypoint lies a quarter slice below the last
+    # slice's centre: inside the grid, but in its outermost slice
+    n_z = int(np.floor(top.keypoints[:, 0].max() + 0.25)) + 1
+    offset = top.keypoints[:, 0].max() + 0.25 - (n_z - 1)
+    cut = replace(
+        geometry,
+        shape=(n_z, *geometry.shape[1:]),
+        origin=(*geometry.origin[:2], geometry.origin[2] + offset * geometry.spacing[0]),
+    )
+    by_level = {v.level: v for v in ground_truth(anatomy, cut).vertebrae}
+    assert not by_level[top.level].fully_in_view
+    assert all(by_level[v.level].fully_in_view for v in inner if v is not top and v.level in by_level)
+
+
 def test_truth_reproduces_requested_losses_exactly():
     fractures = (
         Fracture(Level.T7, FractureType.WEDGE, 0.23),

@@ -31,8 +31,9 @@ exactly: the label map is reoriented (a pure permutation/flip of the grid, flipp
 that image and sent to world LPS mm, and from there to the LPS array's voxel frame. (VerSe's own
 ``reorient_centroids_to`` flips with ``n - i``, one voxel off; this reader does not copy that.)
 
-``fully_in_view`` is ``False`` for every vertebra whose label touches a face of the label map. With a
-centroid file, the vertebrae are those of the file: labels of the file absent from the label map keep
+``fully_in_view`` is ``False`` for every vertebra whose label touches a face of the label map (lies
+in its outermost slice, row or column: the rule of :data:`vfq.keypoints.IN_VIEW_MARGIN_VOXELS`).
+With a centroid file, the vertebrae are those of the file: labels of the file absent from the label map keep
 ``fully_in_view=True`` (nothing to check) and are listed in ``metadata["labels_without_mask"]``,
 labels of the map without a centroid in ``metadata["labels_without_centroid"]``. The older
 MICCAI-challenge annotation files (no ``direction`` entry) are rejected with a clear message.

@@ -171,7 +171,7 @@ def decode_keypoints(inputs: Mapping[str, np.ndarray]) -> Tensors:
     frame = unpack_frame(inputs[GRID_TENSOR], inputs[SPACING_INPUT])
     curve = unpack_curve(inputs[CURVE_TENSOR], frame.curve_step_mm)
     detections = decode(inputs[DETECTOR_HEATMAP], inputs[DETECTOR_OFFSETS], inputs[DETECTOR_LEVELS])
-    vertebrae = quantify(detections, frame.grid, curve, pad_s_before=frame.pad_before)
+    vertebrae = quantify(detections, frame.grid, curve, frame.ct_geometry, pad_s_before=frame.pad_before)
     rows = slice(frame.pad_before, frame.pad_before + frame.grid.n_s)
     sagittal = np.asarray(inputs[DETECTOR_INPUT])[0, 0, rows] / np.float32(HU_SCALE)
     keypoints_voxel = vertebrae.keypoints_voxel(frame.ct_geometry)
