@@ -45,6 +45,7 @@ from vfq.volume import ImageGeometry
 __all__ = [
     "DUPLICATE_DISTANCE_MM",
     "IGNORE_MIN_HEATMAP",
+    "LEVEL_RUN_MIN_MARGIN",
     "MIN_POSTERIOR_HEIGHT_MM",
     "REGRESSION_MARGIN_PX",
     "REGRESSION_RADIUS_CELLS",
@@ -82,6 +83,12 @@ DUPLICATE_DISTANCE_MM = 8.0
 #: classes (a body above C7 or below L5): as unlikely as a class the network gives 0.1 %, so the run
 #: reaches past the classes only when the other detections' levels clearly say so.
 UNCLASSED_LEVEL_LOG_PROB = float(np.log(1e-3))
+#: :func:`assign_levels` names levels only when the best run beats every other by at least this
+#: summed log-probability: at least 1000 times as likely, as much as one body put outside the
+#: classes costs. On 200 held-out and validation phantoms the best run wins by 15.7 nats or more; on
+#: the real lumbar CT (levels the phantoms never taught) by less, and a wrong level is worse than
+#: none.
+LEVEL_RUN_MIN_MARGIN = -UNCLASSED_LEVEL_LOG_PROB
 #: A decoded body with a smaller posterior height (mm) is not a vertebral body; quantify drops it.
 MIN_POSTERIOR_HEIGHT_MM = 1.0
 
@@ -401,7 +408,9 @@ def assign_levels(logits: np.ndarray) -> np.ndarray:
     score of those outside, over every run with at least one detection inside (ties: the most
     cranial run). So a body above C7 at the top of a chest scan does not push the
     whole run one level down. No vertebra is assumed missed between two detections (a gap in the
-    detections shifts the levels above it); no level repeats.
+    detections shifts the levels above it); no level repeats. When the best run's score is less
+    than :data:`LEVEL_RUN_MIN_MARGIN` above the next best run's, the evidence does not single out
+    one naming and no detection gets a level.
 
     Args:
         logits: ``(N, L)`` level logits per detection, ordered inferior → superior.
@@ -420,15 +429,17 @@ def assign_levels(logits: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     rows = np.arange(n)
-    best_f, best = 0, -np.inf
-    for f in range(n + n_classes - 1):  # class f - n of detection n: the run has one inside at least
-        cls = f - rows
-        inside = (cls >= 0) & (cls < n_classes)
-        total = float(logp[rows[inside], cls[inside]].sum()) + UNCLASSED_LEVEL_LOG_PROB * int((~inside).sum())
-        if total > best:
-            best_f, best = f, total
-    cls = best_f - rows
-    return np.where((cls >= 0) & (cls < n_classes), cls, -1).astype(np.int64)
+    runs = np.arange(n + n_classes - 1)  # class f - n of detection n: the run has one inside at least
+    cls = runs[:, None] - rows[None, :]  # (runs, N)
+    inside = (cls >= 0) & (cls < n_classes)
+    scores = np.where(inside, logp[rows, np.clip(cls, 0, n_classes - 1)], UNCLASSED_LEVEL_LOG_PROB).sum(
+        axis=1
+    )
+    best_f = int(np.argmax(scores))  # ties: the first, the most cranial run
+    runner_up = np.max(np.delete(scores, best_f), initial=-np.inf)
+    if scores[best_f] - runner_up < LEVEL_RUN_MIN_MARGIN:
+        return np.full(n, -1, dtype=np.int64)
+    return np.where(inside[best_f], cls[best_f], -1).astype(np.int64)
 
 
 # ---------------------------------------------------------------------- back to the patient
