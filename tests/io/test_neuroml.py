@@ -255,6 +255,20 @@ def test_malformed_content_is_an_input_error(data: Any, message: str) -> None:
         parse_neuroml(data, GEOMETRY)
 
 
+@pytest.mark.parametrize(("shift", "in_view"), [(0.0, False), (0.4, True)])
+def test_a_vertebra_drawn_into_the_outermost_slice_is_not_fully_in_view(shift: float, in_view: bool) -> None:
+    """Th12's upper endplate drawn on slice 0.2 (z 38.8 of 39: inside the top slice) cannot be
+    measured; on slice 0.6 it can. The others stay in view."""
+    segments = [
+        [[20.0, 24.0, 0.2 + shift], [21.0, 24.0, 5.0]],
+        [[30.0, 24.0, 0.5 + shift], [30.0, 24.0, 5.5]],
+        [[40.0, 24.0, 0.2 + shift], [40.0, 24.0, 5.0]],
+    ]
+    spine = parse_neuroml(v2_with(segments, level="Th12"), GEOMETRY, expert="expert1")
+    by_level = {v.level: v.fully_in_view for v in spine.vertebrae}
+    assert by_level == {Level.T12: in_view, Level.L1: True, Level.L2: True}
+
+
 def test_points_outside_the_image_are_an_input_error() -> None:
     small = ImageGeometry(shape=(20, 64, 48), spacing=(2.5, 0.7, 0.7))
     with pytest.raises(InputError, match=r"outside the image of 64 rows, 48 columns, 20 slices"):

@@ -62,6 +62,10 @@ Keypoints come out in our order (DESIGN §2)::
 
     0 upper-anterior  1 upper-middle  2 upper-posterior  3 lower-anterior  4 lower-middle  5 lower-posterior
 
+A vertebra with a keypoint in the image's outermost slice, row or column gets
+``fully_in_view=False`` (:func:`vfq.keypoints.fully_in_view`): its heights cannot be measured, and
+the product does not report such a body.
+
 Experts, incomplete vertebrae
 -----------------------------
 ``expert`` selects one expert by name, or ``"mean"`` (default) averages the experts point by point:
@@ -84,7 +88,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +97,7 @@ import numpy as np
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.errors import InputError
 from vfq.io.jsonfile import read_json
+from vfq.keypoints import fully_in_view
 from vfq.levels import Level
 from vfq.volume import ImageGeometry
 
@@ -246,6 +251,7 @@ def parse_neuroml(
             vertebrae.append(vertebra)
             counts.append(n_experts)
 
+    vertebrae = [_mark_in_view(v, geometry) for v in vertebrae]
     ranked = sorted(range(len(vertebrae)), key=lambda i: _cranio_caudal_key(vertebrae, i))
     metadata = {
         "source": where,
@@ -511,6 +517,14 @@ def _build(
     logger.info("%s: vertebra %s %s: %s", where, label, action, reason)
     skipped.append({"vertebra": label, "reason": reason, "action": action})
     return vertebra
+
+
+def _mark_in_view(vertebra: VertebraAnnotation, geometry: ImageGeometry) -> VertebraAnnotation:
+    """A vertebra with a keypoint in the image's outermost slice, row or column is not fully in view
+    (:func:`vfq.keypoints.fully_in_view`, the rule the product applies to what it reports)."""
+    if vertebra.keypoints is None:
+        return vertebra
+    return replace(vertebra, fully_in_view=bool(fully_in_view(vertebra.keypoints, geometry.shape)))
 
 
 def _cranio_caudal_key(vertebrae: Sequence[VertebraAnnotation], i: int) -> float:
