@@ -211,8 +211,10 @@ def test_grade_agreement_counts() -> None:
 
 
 def test_level_accuracy() -> None:
-    result = level_accuracy([Level.T12, Level.L1, None, Level.L3], [Level.T12, Level.L2, Level.L1, Level.L3])
-    assert (result.n, result.correct) == (3, 2)
+    result = level_accuracy(
+        [Level.T12, Level.L1, None, Level.L3, Level.L4], [Level.T12, Level.L2, Level.L1, Level.L3, None]
+    )
+    assert (result.n, result.correct, result.unnamed) == (3, 2, 1)
     assert result.accuracy == pytest.approx(2 / 3)
     assert math.isnan(level_accuracy([], []).accuracy)
 
@@ -300,6 +302,8 @@ def test_format_table() -> None:
         line.startswith("detection TP / FP / FN (ignored)") and "5 / 1 / 1 (1)" in line for line in lines
     )
     assert any(line.startswith("ROC AUC vertebra, grade >= 1") and "0.833" in line for line in lines)
+    # study B's L1 is predicted "L2"; every predicted level is named in these studies
+    assert any(line.startswith("levels left unnamed") and line.split()[-2:] == ["0", "5"] for line in lines)
     assert len({len(line) for line in lines[2:]}) == 1  # aligned columns
 
 

@@ -24,7 +24,8 @@ Rules (DESIGN §2, §5):
   Such pairs are left out of the centre error, the grade, level and vertebra-level AUC figures.
 * **Centre error** is the world distance (mm) of the true-positive pairs.
 * **Grade agreement** and **level accuracy** are over true-positive pairs in which both sides know
-  the grade (level).
+  the grade (level); the pairs in which only the truth knows the level are counted apart
+  ("levels left unnamed").
 * **ROC AUC** of the fracture score (the continuous Genant ``loss``) by the Mann–Whitney statistic,
   ties between a positive and a negative counted 1/2. *Vertebra level*: true-positive pairs whose
   prediction has a ``loss`` and whose truth has a ``grade``; positive when the true grade is at
@@ -286,10 +287,17 @@ def grade_agreement(predicted: Sequence[int | None], true: Sequence[int | None])
 
 @dataclass(frozen=True)
 class LevelAccuracy:
-    """Fraction of pairs, among those where both levels are known, whose levels agree."""
+    """Fraction of pairs, among those where both levels are known, whose levels agree.
+
+    Attributes:
+        n: pairs where both levels are known; correct: those that agree.
+        unnamed: pairs where only the truth knows the level (the prediction names none: a level
+            the detector has no class for, or one the decoder was not sure enough to name).
+    """
 
     n: int
     correct: int
+    unnamed: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -301,7 +309,8 @@ def level_accuracy(predicted: Sequence[Level | None], true: Sequence[Level | Non
     if len(predicted) != len(true):
         raise InputError(f"need paired levels, got {len(predicted)} predicted and {len(true)} true")
     known = [(p, t) for p, t in zip(predicted, true, strict=True) if p is not None and t is not None]
-    return LevelAccuracy(n=len(known), correct=sum(p == t for p, t in known))
+    unnamed = sum(p is None and t is not None for p, t in zip(predicted, true, strict=True))
+    return LevelAccuracy(n=len(known), correct=sum(p == t for p, t in known), unnamed=unnamed)
 
 
 @dataclass(frozen=True)
@@ -424,6 +433,7 @@ class EvaluationSummary:
             ("Genant grade exact agreement", _fmt(self.grade.exact_rate), str(self.grade.n)),
             ("Genant grade within one grade", _fmt(self.grade.within_one_rate), str(self.grade.n)),
             ("level accuracy", _fmt(self.level.accuracy), str(self.level.n)),
+            ("levels left unnamed", str(self.level.unnamed), str(self.level.n + self.level.unnamed)),
         ]
         for name, result in (
             ("ROC AUC vertebra, grade >= 1", self.auc_vertebra_grade1),
