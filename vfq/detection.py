@@ -432,9 +432,8 @@ def assign_levels(logits: np.ndarray) -> np.ndarray:
     runs = np.arange(n + n_classes - 1)  # class f - n of detection n: the run has one inside at least
     cls = runs[:, None] - rows[None, :]  # (runs, N)
     inside = (cls >= 0) & (cls < n_classes)
-    scores = np.where(inside, logp[rows, np.clip(cls, 0, n_classes - 1)], UNCLASSED_LEVEL_LOG_PROB).sum(
-        axis=1
-    )
+    per_body = np.where(inside, logp[rows, np.clip(cls, 0, n_classes - 1)], UNCLASSED_LEVEL_LOG_PROB)
+    scores = per_body.sum(axis=1)
     best_f = int(np.argmax(scores))  # ties: the first, the most cranial run
     runner_up = np.max(np.delete(scores, best_f), initial=-np.inf)
     if scores[best_f] - runner_up < LEVEL_RUN_MIN_MARGIN:

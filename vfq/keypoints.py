@@ -34,8 +34,9 @@ HEIGHT_NAMES: tuple[str, ...] = ("anterior", "middle", "posterior")
 #: each keypoint out of the outermost slice (row, column). An endplate is an edge seen through the
 #: partial volume of the slice it crosses; in the outermost slice nothing is sampled beyond it, so
 #: the edge cannot be placed (the body may go on outside the scan) and a height measured to it is
-#: not a height. The rule the product applies (:func:`vfq.detection.quantify`) and the one the
-#: ground truth is marked by (phantoms; a VerSe label touching a face of its map) are this one.
+#: not a height. The product applies it to what it reports (:func:`vfq.detection.quantify`), and
+#: ground truth is marked by it (the phantoms, the neuro-ml reader; the VerSe reader's "label
+#: touches a face of its map" is the same rule for a mask).
 IN_VIEW_MARGIN_VOXELS = 0.5
 
 
