@@ -16,6 +16,7 @@ from vfq.genant import GenantGrade
 from vfq.levels import Level
 from vfq.metrics import (
     ErrorStats,
+    auc_interval,
     evaluate,
     grade_agreement,
     level_accuracy,
@@ -302,9 +303,23 @@ def test_format_table() -> None:
         line.startswith("detection TP / FP / FN (ignored)") and "5 / 1 / 1 (1)" in line for line in lines
     )
     assert any(line.startswith("ROC AUC vertebra, grade >= 1") and "0.833" in line for line in lines)
+    patient = next(line for line in lines if line.startswith("ROC AUC patient, grade >= 2"))
+    assert "0.500 (95 % CI 0.000-1.000)" in patient
     # study B's L1 is predicted "L2"; every predicted level is named in these studies
     assert any(line.startswith("levels left unnamed") and line.split()[-2:] == ["0", "5"] for line in lines)
     assert len({len(line) for line in lines[2:]}) == 1  # aligned columns
+
+
+def test_auc_interval_brackets_the_auc_and_is_reproducible() -> None:
+    assert auc_interval([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == (1.0, 1.0)  # every draw separates
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 100)
+    scores = labels + rng.normal(scale=1.0, size=100)
+    low, high = auc_interval(scores, labels)
+    assert low < roc_auc(scores, labels).auc < high
+    assert 0.05 < high - low < 0.3  # a hundred samples of a noisy score
+    assert auc_interval(scores, labels) == (low, high)
+    assert all(math.isnan(v) for v in auc_interval([0.1, 0.2], [1, 1]))
 
 
 def test_format_table_reports_undefined_values() -> None:
