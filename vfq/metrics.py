@@ -76,6 +76,8 @@ DEFAULT_RADIUS_FACTOR = 0.5
 NUM_GRADES = 4
 #: Draws of the studies for the patient AUC's bootstrap interval (:func:`auc_interval`).
 BOOTSTRAP_RESAMPLES = 2000
+#: Coverage of that interval.
+BOOTSTRAP_LEVEL = 0.95
 
 
 # ---- matching -----------------------------------------------------------------------------------
@@ -324,7 +326,8 @@ class AucResult:
         auc: area under the ROC curve in ``[0, 1]``; NaN when undefined.
         n_positive, n_negative: the two classes' sizes.
         reason: why ``auc`` is NaN (``"undefined: no positive samples"`` …), else ``None``.
-        interval: a 95 % bootstrap interval of ``auc`` (:func:`auc_interval`), where computed.
+        interval: a :data:`BOOTSTRAP_LEVEL` bootstrap interval of ``auc`` (:func:`auc_interval`),
+            where computed.
     """
 
     auc: float
@@ -374,7 +377,7 @@ def auc_interval(
     labels: Sequence[int | bool] | np.ndarray,
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
-    level: float = 0.95,
+    level: float = BOOTSTRAP_LEVEL,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of :func:`roc_auc`: the samples (studies, for the patient AUC)
@@ -473,7 +476,8 @@ class EvaluationSummary:
                 else f"n/a ({result.reason.removeprefix('undefined: ')})"
             )
             if result.interval is not None:
-                value += f" (95 % CI {_fmt(result.interval[0])}-{_fmt(result.interval[1])})"
+                low, high = result.interval
+                value += f" ({100 * BOOTSTRAP_LEVEL:g} % CI {_fmt(low)}-{_fmt(high)})"
             rows.append((name, value, f"{result.n_positive}+ / {result.n_negative}-"))
         headers = ("metric", "value", "n")
         widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(3)]
