@@ -320,6 +320,7 @@ def test_auc_interval_brackets_the_auc_and_is_reproducible() -> None:
     assert 0.05 < high - low < 0.3  # a hundred samples of a noisy score
     assert auc_interval(scores, labels) == (low, high)
     assert all(math.isnan(v) for v in auc_interval([0.1, 0.2], [1, 1]))
+    assert all(math.isnan(v) for v in auc_interval([], []))  # no studies
 
 
 def test_format_table_reports_undefined_values() -> None:

@@ -385,7 +385,9 @@ def auc_interval(
     when no draw has both. Seeded, so the same data give the same interval."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     y = np.asarray(labels).ravel().astype(bool)
-    draws = np.random.default_rng(seed).integers(0, s.size, size=(resamples, s.size)) if s.size else []
+    if s.size == 0:
+        return (math.nan, math.nan)
+    draws = np.random.default_rng(seed).integers(0, s.size, size=(resamples, s.size))
     aucs = [roc_auc(s[i], y[i]).auc for i in draws if 0 < y[i].sum() < s.size]
     if not aucs:
         return (math.nan, math.nan)
