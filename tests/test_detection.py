@@ -340,6 +340,88 @@ def test_duplicates_are_suppressed() -> None:
     assert tuple(detections.peak_cells[0]) == (10, 12)
 
 
+def _gaussian_peaks(h: int, w: int, peaks: list[tuple[int, int]]) -> np.ndarray:
+    """A heatmap of unit Gaussians (σ = 1 cell, as trained) on the cells ``peaks``."""
+    i, j = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    maps = [np.exp(-((i - pi) ** 2 + (j - pj) ** 2) / 2.0) for pi, pj in peaks]
+    return np.max(maps, axis=0).astype(np.float32)
+
+
+def test_keypoints_are_the_heatmap_weighted_vote_of_the_cells_around_the_peak() -> None:
+    h, w = 24, 24
+    heatmap = _gaussian_peaks(h, w, [(10, 12), (0, 0)])
+    rng = np.random.default_rng(21)
+    offsets = rng.normal(0.0, 3.0, (DETECTOR_OFFSET_CHANNELS, h, w)).astype(np.float32)
+    s, v = cell_centers(h, w)
+
+    def vote(rows: range, cols: range) -> np.ndarray:
+        weighted = [
+            heatmap[i, j] * (np.array([s[i], v[j]] * 6) + offsets[:, i, j]) for i in rows for j in cols
+        ]
+        total = sum(heatmap[i, j] for i in rows for j in cols)
+        return (np.sum(weighted, axis=0) / total).reshape(6, 2)
+
+    detections = decode(heatmap, offsets)
+    by_cell = {tuple(cell): kp for cell, kp in zip(detections.peak_cells.tolist(), detections.keypoints_sv)}
+    np.testing.assert_allclose(by_cell[(10, 12)], vote(range(9, 12), range(11, 14)), rtol=1e-6)
+    # at the map's corner only the 2 x 2 cells inside it vote
+    np.testing.assert_allclose(by_cell[(0, 0)], vote(range(0, 2), range(0, 2)), rtol=1e-6)
+
+    alone = decode(heatmap, offsets, vote_radius=0)
+    peak_only = {tuple(cell): kp for cell, kp in zip(alone.peak_cells.tolist(), alone.keypoints_sv)}
+    np.testing.assert_allclose(peak_only[(10, 12)], vote(range(10, 11), range(12, 13)), rtol=1e-6)
+
+
+def test_the_keypoint_vote_averages_out_the_noise_of_single_cells() -> None:
+    """Every cell of a body regresses its keypoints with independent errors: the vote over the
+    3 × 3 cells (Gaussian weights) has about 0.35 times the error of the peak cell's estimate."""
+    h, w = 64, 24
+    peaks = [(i, 12) for i in range(4, 64, 8)]
+    heatmap = _gaussian_peaks(h, w, peaks)
+    offsets = np.zeros((DETECTOR_OFFSET_CHANNELS, h, w), np.float32)
+    truth = []
+    for i, j in peaks:
+        centre = (i * DETECTOR_STRIDE + 1.5, j * DETECTOR_STRIDE + 1.5)
+        body = _body_offsets(h, w, centre)
+        offsets[:, i - 3 : i + 4] = body[:, i - 3 : i + 4]
+        truth.append(body[:, i, j].reshape(6, 2) + np.array(centre))
+    noisy = offsets + np.random.default_rng(5).normal(0.0, 1.0, offsets.shape).astype(np.float32)
+
+    def rms_error(vote_radius: int) -> float:
+        detections = decode(heatmap, noisy, vote_radius=vote_radius)
+        assert detections.peak_cells.tolist() == [list(p) for p in peaks]
+        return float(np.sqrt(np.mean((detections.keypoints_sv - np.array(truth)) ** 2)))
+
+    assert rms_error(0) == pytest.approx(1.0, rel=0.25)
+    assert rms_error(1) < 0.5 * rms_error(0)
+
+
+def test_decode_refuses_non_finite_outputs_where_it_reads_them() -> None:
+    h, w = 24, 24
+    heatmap = _gaussian_peaks(h, w, [(10, 12)])
+    offsets = _body_offsets(h, w, (41.5, 49.5))
+    offsets[3, 20, 5] = np.nan  # far from the peak: never read
+    assert len(decode(heatmap, offsets)) == 1
+    offsets[3, 11, 13] = np.inf  # a cell of the peak's vote
+    with pytest.raises(
+        InputError, match=r"^the keypoint offsets at or around a peak hold NaN or infinite values$"
+    ):
+        decode(heatmap, offsets)
+    heatmap[0, 0] = np.nan
+    with pytest.raises(InputError, match=r"^the centre heatmap holds NaN or infinite values$"):
+        decode(heatmap, offsets)
+
+
+def test_decode_refuses_a_negative_vote_radius_and_a_min_score_of_zero() -> None:
+    heatmap, offsets = np.zeros((10, 24)), np.zeros((12, 10, 24))
+    with pytest.raises(ValueError, match="vote_radius must be 0 or more cells, got -1"):
+        decode(heatmap, offsets, vote_radius=-1)
+    with pytest.raises(
+        ValueError, match=r"min_score must be positive \(a peak's value weighs its keypoint vote\), got 0"
+    ):
+        decode(heatmap, offsets, min_score=0.0)
+
+
 def test_decode_refuses_mismatched_shapes() -> None:
     with pytest.raises(InputError, match="offsets must have shape"):
         decode(np.zeros((1, 1, 10, 24)), np.zeros((1, 12, 10, 23)))

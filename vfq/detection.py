@@ -45,6 +45,7 @@ from vfq.volume import ImageGeometry
 __all__ = [
     "DUPLICATE_DISTANCE_MM",
     "IGNORE_MIN_HEATMAP",
+    "KEYPOINT_VOTE_RADIUS_CELLS",
     "LEVEL_RUN_MIN_MARGIN",
     "MIN_POSTERIOR_HEIGHT_MM",
     "REGRESSION_MARGIN_PX",
@@ -69,9 +70,18 @@ REGRESSION_RADIUS_CELLS = 1
 #: Offsets are also set on every cell whose centre lies inside the body's outline (the hexagon of
 #: its six keypoints) pushed outwards by this margin (detector pixels), as FCOS regresses from every
 #: location inside a box: about four times the regression samples per body, many of them next to an
-#: endplate (decoding reads the peak cell; re-estimating keypoints from the cells near them was
-#: measured and came out worse).
+#: endplate (re-estimating keypoints from the cells near the keypoints themselves was measured
+#: against reading them at the peak cell and came out worse; decoding reads them from the cells
+#: around the peak, :data:`KEYPOINT_VOTE_RADIUS_CELLS`).
 REGRESSION_MARGIN_PX = 2.0
+#: :func:`decode` reads a body's keypoints from every cell within this Chebyshev radius (cells) of
+#: its peak: the mean of each cell's centre plus its offsets, weighted by the cell's heatmap value.
+#: Each of these cells regresses the whole body (they lie inside it: radius 1 is ±4 mm around the
+#: centre), so the mean averages out the noise of one cell's estimate. Against the peak cell alone
+#: it lowered the mean height error from 0.355 to 0.339 mm on 100 validation phantoms and from 0.406
+#: to 0.391 mm on the 100 held-out ones; radius 2 gave the same figures (its cells weigh e⁻² of the
+#: peak and less).
+KEYPOINT_VOTE_RADIUS_CELLS = 1
 #: The body outline: keypoint indices around the hexagon (upper endplate forwards, lower back).
 _OUTLINE = (0, 1, 2, 5, 4, 3)
 #: Around a partial (invalid) body, cells where its Gaussian reaches this level and exceeds the
@@ -330,12 +340,14 @@ def decode(
     *,
     min_score: float = DETECTOR_MIN_SCORE,
     min_distance_px: float = DUPLICATE_DISTANCE_MM / DETECTOR_PIXEL_MM,
+    vote_radius: int = KEYPOINT_VOTE_RADIUS_CELLS,
 ) -> Detections:
     """Turn the detector's outputs into vertebrae.
 
     1. Peaks: cells that equal the maximum of their 3 × 3 neighbourhood and reach ``min_score``.
-    2. Keypoints: the peak cell's centre plus its twelve offsets (detector pixels; the offsets
-       carry the sub-cell position).
+    2. Keypoints: over the cells within ``vote_radius`` of the peak (inside the map), the mean of
+       each cell's centre plus its twelve offsets (detector pixels; the offsets carry the sub-cell
+       position), weighted by the cell's heatmap value; ``vote_radius=0`` reads the peak cell only.
     3. Duplicates: greedily by descending score, a peak whose body centre lies closer than
        ``min_distance_px`` to a kept one is dropped (plateaus, double peaks on one body).
     4. Order along ``s``, then levels by :func:`assign_levels`.
@@ -347,7 +359,14 @@ def decode(
             leaves every level unknown.
         min_score: smallest peak value that is a vertebra.
         min_distance_px: duplicate distance in detector pixels.
+        vote_radius: Chebyshev radius (cells) of the keypoint vote around each peak.
     """
+    if not min_score > 0:
+        raise ValueError(
+            f"min_score must be positive (a peak's value weighs its keypoint vote), got {min_score}"
+        )
+    if vote_radius < 0:
+        raise ValueError(f"vote_radius must be 0 or more cells, got {vote_radius}")
     hm = _squeeze_leading(heatmap, 2, "heatmap").astype(np.float64)
     off = _squeeze_leading(offsets, 3, "offsets")
     h, w = hm.shape
@@ -367,11 +386,9 @@ def decode(
     local_max = np.max([padded[di : di + h, dj : dj + w] for di in range(3) for dj in range(3)], axis=0)
     ii, jj = np.nonzero((hm >= local_max) & (hm >= min_score))
     scores = hm[ii, jj]
-    center_s, center_v = cell_centers(h, w)
-    cell_xy = np.stack([center_s[ii], center_v[jj]], axis=-1)  # (M, 2)
-    keypoints = cell_xy[:, None, :] + off[:, ii, jj].T.astype(np.float64).reshape(-1, NUM_KEYPOINTS, 2)
+    keypoints = _vote_keypoints(hm, off, ii, jj, vote_radius)
     if not np.isfinite(keypoints).all():
-        raise InputError("the keypoint offsets at a peak hold NaN or infinite values")
+        raise InputError("the keypoint offsets at or around a peak hold NaN or infinite values")
 
     order = np.lexsort((jj, ii, -scores))  # score descending, ties inferior first
     centres = keypoints.mean(axis=1)
@@ -395,6 +412,28 @@ def decode(
         levels=levels,
         peak_cells=np.stack([ii[sel], jj[sel]], axis=-1).astype(np.int64).reshape(-1, 2),
     )
+
+
+def _vote_keypoints(
+    hm: np.ndarray, off: np.ndarray, ii: np.ndarray, jj: np.ndarray, radius: int
+) -> np.ndarray:
+    """``(M, 6, 2)`` keypoints (detector pixels) of the peaks at cells ``(ii, jj)``: the
+    heatmap-weighted mean, over the cells within ``radius`` of each peak and inside the map, of each
+    cell's centre plus its offsets (``hm`` ``(H, W)``, ``off`` ``(12, H, W)``)."""
+    h, w = hm.shape
+    step = np.arange(-radius, radius + 1)
+    rows = ii[:, None, None] + step[None, :, None]  # (M, k, 1)
+    cols = jj[:, None, None] + step[None, None, :]  # (M, 1, k)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)  # (M, k, k)
+    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    weights = np.where(inside, hm[rows, cols], 0.0)  # (M, k, k); the peak's own weight is >= min_score > 0
+    center_s, center_v = cell_centers(h, w)
+    cells = np.stack(np.broadcast_arrays(center_s[rows], center_v[cols]), axis=-1)  # (M, k, k, 2)
+    votes = cells[..., None, :] + np.moveaxis(off[:, rows, cols], 0, -1).reshape(
+        *weights.shape, NUM_KEYPOINTS, 2
+    )
+    total = weights.sum(axis=(1, 2))
+    return np.einsum("mab,mabkc->mkc", weights, votes) / total[:, None, None]
 
 
 def assign_levels(logits: np.ndarray) -> np.ndarray:
