@@ -374,7 +374,7 @@ def test_keypoints_are_the_heatmap_weighted_vote_of_the_cells_around_the_peak() 
 
 def test_the_keypoint_vote_averages_out_the_noise_of_single_cells() -> None:
     """Every cell of a body regresses its keypoints with independent errors: the vote over the
-    3 × 3 cells (Gaussian weights) has about 0.35 times the error of the peak cell's estimate."""
+    3 × 3 cells (Gaussian weights) has about a third of the error of the peak cell's estimate."""
     h, w = 64, 24
     peaks = [(i, 12) for i in range(4, 64, 8)]
     heatmap = _gaussian_peaks(h, w, peaks)
