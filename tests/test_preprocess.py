@@ -12,8 +12,10 @@ import pytest
 from vfq.errors import InputError, NotCTError
 from vfq.preprocess import (
     MAX_SHAPE,
+    MIN_COLUMN_SLICE_MASS,
     LocalizerGrid,
     localizer_grid,
+    spine_column_seen,
     spine_curve_from_heatmap,
     to_detector_input,
     to_localizer_grid,
@@ -26,6 +28,7 @@ from vfq.tensors import (
     DETECTOR_WIDTH_PX,
     HU_CLIP,
     HU_SCALE,
+    LOCALIZER_MIN_PEAK,
     LOCALIZER_MULTIPLE,
     LOCALIZER_SPACING_MM,
     LOCALIZER_TUBE_SIGMA_MM,
@@ -349,6 +352,30 @@ def test_no_spine_gives_none() -> None:
     assert spine_curve_from_heatmap(0.8 * _tube_heatmap(grid) * 0.3, grid) is None  # peak 0.24
     z_lo, _ = grid.ct_z_range_mm()
     assert spine_curve_from_heatmap(_tube_heatmap(grid, z_lo + 100, z_lo + 124), grid) is None  # 24 mm
+
+
+def test_the_column_must_be_half_as_thick_as_the_target_tube() -> None:
+    # The constant: half of the tube's cross-section above the threshold, integrated numerically.
+    r = np.arange(-20.0, 20.0, 0.05)
+    r2 = r[:, None] ** 2 + r[None, :] ** 2
+    above = np.maximum(np.exp(-r2 / (2 * LOCALIZER_TUBE_SIGMA_MM**2)) - LOCALIZER_MIN_PEAK, 0.0)
+    tube_mass = above.sum() * 0.05**2 / LOCALIZER_SPACING_MM**2
+    assert MIN_COLUMN_SLICE_MASS == pytest.approx(tube_mass / 2, rel=1e-3)
+    grid = localizer_grid(CT_GEOMETRY)
+    z_lo, _ = grid.ct_z_range_mm()
+    tube = _tube_heatmap(grid)
+    assert spine_column_seen(tube, grid) and spine_curve_from_heatmap(tube, grid) is not None
+    # The same column drawn one voxel thin, at 1.0: no spine at all.
+    slices = tube[0, 0].reshape(tube.shape[2], -1)
+    thin = np.zeros_like(slices)
+    thin[np.arange(len(slices)), slices.argmax(axis=1)] = (slices.max(axis=1) > 0.5).astype(np.float32)
+    thin = thin.reshape(tube.shape)
+    assert thin.sum() > 50
+    assert not spine_column_seen(thin, grid) and spine_curve_from_heatmap(thin, grid) is None
+    # A proper column that is only 24 mm long is seen, but too short for a curve.
+    short = _tube_heatmap(grid, z_lo + 100, z_lo + 124)
+    assert spine_column_seen(short, grid) and spine_curve_from_heatmap(short, grid) is None
+    assert not spine_column_seen(np.zeros_like(tube), grid)
 
 
 def test_heatmap_of_wrong_shape_is_refused() -> None:

@@ -20,9 +20,15 @@ import numpy as np
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
 from vfq.detection import Vertebrae, decode, quantify
-from vfq.preprocess import MIN_SPINE_EXTENT_MM, spine_curve_from_heatmap, to_detector_input, to_localizer_grid
+from vfq.preprocess import (
+    MIN_SPINE_EXTENT_MM,
+    LocalizerGrid,
+    spine_column_seen,
+    spine_curve_from_heatmap,
+    to_detector_input,
+    to_localizer_grid,
+)
 from vfq.straighten import SpineCurve
-from vfq.tensors import LOCALIZER_MIN_PEAK
 from vfq.volume import CTVolume
 
 LocalizerFn = Callable[[np.ndarray], np.ndarray]
@@ -71,10 +77,11 @@ class Analysis:
         return SpineAnnotation(geometry=ct.geometry, vertebrae=vertebrae)
 
 
-def no_curve_reason(heatmap: np.ndarray) -> str:
-    """Why no spine curve came out of a localizer ``heatmap``: the column was not seen at all
-    (:data:`NO_SPINE`), or too little of it (:data:`SPINE_TOO_SHORT`)."""
-    return SPINE_TOO_SHORT if float(heatmap.max()) >= LOCALIZER_MIN_PEAK else NO_SPINE
+def no_curve_reason(heatmap: np.ndarray, grid: LocalizerGrid) -> str:
+    """Why no spine curve came out of a localizer ``heatmap`` on ``grid``: no column was seen at
+    all (:data:`NO_SPINE`; :func:`vfq.preprocess.spine_column_seen`), or too little of it
+    (:data:`SPINE_TOO_SHORT`)."""
+    return SPINE_TOO_SHORT if spine_column_seen(heatmap, grid) else NO_SPINE
 
 
 def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analysis:
@@ -95,7 +102,7 @@ def analyze(ct: CTVolume, localizer: LocalizerFn, detector: DetectorFn) -> Analy
     curve = spine_curve_from_heatmap(heatmap.reshape(heatmap.shape[-3:]), coarse.grid)
     if curve is None:
         lap("curve")
-        return Analysis(Vertebrae.empty(), None, None, no_curve_reason(heatmap), seconds)
+        return Analysis(Vertebrae.empty(), None, None, no_curve_reason(heatmap, coarse.grid), seconds)
     sagittal = to_detector_input(ct, curve)
     lap("straighten")
     outputs = detector(sagittal.tensor)

@@ -52,6 +52,7 @@ from vfq.tensors import (
     LOCALIZER_MIN_PEAK,
     LOCALIZER_MULTIPLE,
     LOCALIZER_SPACING_MM,
+    LOCALIZER_TUBE_SIGMA_MM,
 )
 from vfq.volume import CTVolume, ImageGeometry
 
@@ -64,6 +65,7 @@ __all__ = [
     "MAX_SPACING_MM",
     "MIN_AIR_FRACTION",
     "MIN_BONE_FRACTION",
+    "MIN_COLUMN_SLICE_MASS",
     "MIN_FAT_FRACTION",
     "MIN_SPACING_MM",
     "MIN_SPINE_EXTENT_MM",
@@ -73,6 +75,7 @@ __all__ = [
     "localizer_grid",
     "localizer_input",
     "localizer_weights",
+    "spine_column_seen",
     "spine_curve_from_heatmap",
     "to_detector_input",
     "to_localizer_grid",
@@ -105,6 +108,21 @@ _SAMPLE_VOXELS = 1 << 20
 
 #: A heatmap whose column points span less than this in world z (mm) holds no usable spine.
 MIN_SPINE_EXTENT_MM = 40.0
+#: Half of what the localizer's target, a Gaussian tube of σ = ``LOCALIZER_TUBE_SIGMA_MM``, holds
+#: above ``LOCALIZER_MIN_PEAK`` (= t) in an axial slice that it crosses at right angles, in the units
+#: of :func:`vfq.straighten.column_points_from_heatmap` (heatmap units × coarse voxels): the tube
+#: holds 2πσ²(1 − t + t ln t) / (4 mm)² ≈ 3.3 (a slanted one more), so this is ≈ 1.7. A heatmap
+#: column whose slices hold less than this over half its length or more (the median) is not as much
+#: as half as thick as anything the network was taught to draw — a few bright voxels, not a spine.
+#: Measured with the shipped localizer: the spines of six held-out phantoms and of the two real scans
+#: give medians of 8.6-11.9; two localizers of other recipes (model card) that lit up volumes of
+#: random HU gave 0.03-1.6 there.
+MIN_COLUMN_SLICE_MASS = (
+    math.pi
+    * LOCALIZER_TUBE_SIGMA_MM**2
+    * (1.0 - LOCALIZER_MIN_PEAK + LOCALIZER_MIN_PEAK * math.log(LOCALIZER_MIN_PEAK))
+    / LOCALIZER_SPACING_MM**2
+)
 
 
 # ---------------------------------------------------------------------- step 1: validation
@@ -453,10 +471,27 @@ def spine_curve_from_heatmap(heatmap: np.ndarray, grid: LocalizerGrid) -> SpineC
         grid: the localizer grid of the CT (:func:`localizer_grid`).
 
     Returns:
-        The curve (world LPS mm, inferior→superior, 1 mm steps), or ``None`` if the heatmap's peak
-        is below ``LOCALIZER_MIN_PEAK`` or its column points span less than
-        :data:`MIN_SPINE_EXTENT_MM` in world z.
+        The curve (world LPS mm, inferior→superior, 1 mm steps), or ``None`` if no column is seen
+        (:func:`spine_column_seen`) or its points span less than :data:`MIN_SPINE_EXTENT_MM` in
+        world z.
     """
+    points, weights = _column_points(heatmap, grid)
+    if points.shape[0] < 4 or float(np.ptp(points[:, 2])) < MIN_SPINE_EXTENT_MM:
+        return None
+    return fit_spine_curve(
+        points, weights, min_extent_mm=MIN_SPINE_EXTENT_MM, z_range_mm=grid.ct_z_range_mm()
+    )
+
+
+def spine_column_seen(heatmap: np.ndarray, grid: LocalizerGrid) -> bool:
+    """Whether the localizer's heatmap shows a vertebral column at all, however short: its peak
+    reaches :data:`~vfq.tensors.LOCALIZER_MIN_PEAK` and the slices of its column hold, as a median,
+    at least :data:`MIN_COLUMN_SLICE_MASS` above it (arguments as :func:`spine_curve_from_heatmap`)."""
+    return _column_points(heatmap, grid)[0].shape[0] > 0
+
+
+def _column_points(heatmap: np.ndarray, grid: LocalizerGrid) -> tuple[np.ndarray, np.ndarray]:
+    """The column's on-track points (world LPS mm) and slice masses; none when no column is seen."""
     hm = np.asarray(heatmap)
     while hm.ndim > 3 and hm.shape[0] == 1:
         hm = hm[0]
@@ -469,16 +504,15 @@ def spine_curve_from_heatmap(heatmap: np.ndarray, grid: LocalizerGrid) -> SpineC
     valid[:vz, :vy, :vx] = hm[:vz, :vy, :vx]
     if not np.isfinite(valid).all():
         raise InputError("the localizer heatmap holds NaN or infinite values")
+    none = np.empty((0, 3)), np.empty(0)
     if float(valid.max()) < LOCALIZER_MIN_PEAK:
-        return None
+        return none
     points, weights = column_points_from_heatmap(valid, grid.geometry, threshold=LOCALIZER_MIN_PEAK)
     on_track = column_track(points, weights)
     points, weights = points[on_track], weights[on_track]
-    if points.shape[0] < 4 or float(np.ptp(points[:, 2])) < MIN_SPINE_EXTENT_MM:
-        return None
-    return fit_spine_curve(
-        points, weights, min_extent_mm=MIN_SPINE_EXTENT_MM, z_range_mm=grid.ct_z_range_mm()
-    )
+    if not points.shape[0] or float(np.median(weights)) < MIN_COLUMN_SLICE_MASS:
+        return none
+    return points, weights
 
 
 # ---------------------------------------------------------------------- step 3: detector input

@@ -45,7 +45,8 @@ LOCALIZER_OUTPUT = "SPINE_HEATMAP"
 LOCALIZER_SPACING_MM = 4.0
 LOCALIZER_MULTIPLE = 16
 LOCALIZER_TUBE_SIGMA_MM = 5.0
-#: Below this heatmap maximum a scan holds no spine the localizer can see.
+#: Below this heatmap maximum a scan holds no spine the localizer can see (nor does a column thinner
+#: than half the target tube: :data:`vfq.preprocess.MIN_COLUMN_SLICE_MASS`).
 LOCALIZER_MIN_PEAK = 0.3
 
 DETECTOR_INPUT = "SAGITTAL"

@@ -20,6 +20,8 @@ from vfq.tensors import (
     KEYPOINTS_OUTPUT,
     LEVEL_OUTPUT,
     LOCALIZER_INPUT,
+    LOCALIZER_SPACING_MM,
+    LOCALIZER_TUBE_SIGMA_MM,
     NOT_ASSESSABLE_OUTPUT,
     PIPELINE_OUTPUTS,
     SAGITTAL_IMAGE_OUTPUT,
@@ -64,13 +66,33 @@ def test_chained_steps_equal_the_in_process_pipeline(phantom, in_process):
     assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [b""]
 
 
-@pytest.mark.parametrize(("peak", "reason"), [(0.0, NO_SPINE), (0.9, SPINE_TOO_SHORT)])
-def test_a_heatmap_without_a_usable_column_gives_an_empty_answer_with_the_reason(phantom, peak, reason):
+def _short_column(shape: tuple[int, ...], slices: int) -> np.ndarray:
+    """A column as the localizer is taught to draw it (a Gaussian tube of σ =
+    LOCALIZER_TUBE_SIGMA_MM, peak 1) along ``slices`` slices of the 4 mm grid, in its middle."""
+    _, ny, nx = shape
+    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    r2 = ((yy - ny // 2) ** 2 + (xx - nx // 2) ** 2) * LOCALIZER_SPACING_MM**2
+    column = np.zeros(shape, np.float32)
+    column[5 : 5 + slices] = np.exp(-r2 / (2 * LOCALIZER_TUBE_SIGMA_MM**2))
+    return column
+
+
+@pytest.mark.parametrize(
+    ("draw", "reason"),
+    [
+        pytest.param(lambda shape: np.zeros(shape, np.float32), NO_SPINE, id="nothing"),
+        # one bright voxel, or a line one voxel thin: far thinner than any column the network draws
+        pytest.param(lambda shape: _short_column(shape, 1) ** 40, NO_SPINE, id="one bright voxel"),
+        pytest.param(lambda shape: _short_column(shape, 20) ** 40, NO_SPINE, id="a thin line of 80 mm"),
+        # a column as the network draws it, but 20 mm long: a spine, too short to straighten
+        pytest.param(lambda shape: _short_column(shape, 5), SPINE_TOO_SHORT, id="a column of 20 mm"),
+    ],
+)
+def test_a_heatmap_without_a_usable_column_gives_an_empty_answer_with_the_reason(phantom, draw, reason):
     ct = phantom.ct
     spacing = np.float32(ct.geometry.spacing)
     grid = localizer_grid(ct.geometry)
-    heatmap = np.zeros((1, 1, *grid.geometry.shape), np.float32)
-    heatmap[0, 0, 5, 10, 10] = peak  # one bright voxel: a spine of no length
+    heatmap = draw(grid.geometry.shape)[None, None]
     straightened = steps.straighten(ct.array, spacing, heatmap)
     assert straightened[STRAIGHTEN_STATUS].tolist() == [reason.encode()]
     outputs = steps.decode_keypoints(

@@ -142,7 +142,7 @@ def straighten(
             DETECTOR_INPUT: np.full((1, 1, DETECTOR_MULTIPLE, DETECTOR_WIDTH_PX), AIR_INPUT, np.float32),
             CURVE_TENSOR: np.zeros((0, 6)),
             GRID_TENSOR: np.zeros(GRID_VECTOR_LENGTH),
-            STRAIGHTEN_STATUS: _bytes(no_curve_reason(heatmap)),
+            STRAIGHTEN_STATUS: _bytes(no_curve_reason(heatmap[0, 0], grid)),
         }
     detector_input = to_detector_input(volume, curve, sample)
     return {
