@@ -112,8 +112,8 @@ MIN_SPINE_EXTENT_MM = 40.0
 #: above ``LOCALIZER_MIN_PEAK`` (= t) in an axial slice that it crosses at right angles, in the units
 #: of :func:`vfq.straighten.column_points_from_heatmap` (heatmap units × coarse voxels): the tube
 #: holds 2πσ²(1 − t + t ln t) / (4 mm)² ≈ 3.3 (a slanted one more), so this is ≈ 1.7. A heatmap
-#: column whose slices hold less than this over half its length or more (the median) is not as much
-#: as half as thick as anything the network was taught to draw — a few bright voxels, not a spine.
+#: column whose slices hold less than this over half its length or more (the median) is less than
+#: half as thick as the column the network was taught to draw — a few bright voxels, not a spine.
 #: Measured with the shipped localizer: the spines of six held-out phantoms and of the two real scans
 #: give medians of 8.6-11.9; two localizers of other recipes (model card) that lit up volumes of
 #: random HU gave 0.03-1.6 there.
