@@ -9,10 +9,11 @@
     data = DetectorDataset("out/cache/detector", seed=0)                   # dict(image, heatmap, ...)
 
 The cache is one compressed ``.npz`` per sample (``{kind}-{seed:06d}.npz``) plus ``manifest.json``
-(kind, path, and per seed its spec summary, field of view, shape and timing). A sample is a pure
-function of its seed (and of the generator's code), so a cache can be rebuilt, extended with more
-seeds, or resumed after an interruption: existing files are skipped, files are written under a
-temporary name and renamed, and the manifest is rebuilt from the samples' own records.
+(generator version, kind, path, and per seed its spec summary, field of view, shape and timing). A
+sample is a pure function of its seed (and of the generator's code, whose version
+:data:`GENERATOR_VERSION` the manifest keeps), so a cache can be rebuilt, extended with more seeds,
+or resumed after an interruption: existing files are skipped, files are written under a temporary
+name and renamed, and the manifest is rebuilt from the samples' own records.
 
 Augmentation happens when a sample is read, with a generator seeded by ``(seed, epoch, index)``:
 call :meth:`set_epoch` before each epoch (before the ``DataLoader`` iterates; its worker processes
@@ -56,6 +57,7 @@ from vfq.export.localizer_data import (
 from vfq.phantoms import sample_spec
 
 __all__ = [
+    "GENERATOR_VERSION",
     "KINDS",
     "MANIFEST",
     "NO_AUGMENTATION",
@@ -79,6 +81,11 @@ KINDS = ("localizer", "detector")
 MANIFEST = "manifest.json"
 #: Default share of phantoms with fractures (that of :func:`vfq.phantoms.sample_spec`).
 FRACTURE_PROBABILITY = 0.6
+#: Version of each kind's phantom sample generator, kept in the manifest (a manifest without one is
+#: version 1). Bump it when the generator's samples change: :func:`build_cache` then refuses to
+#: extend (or to pass off as rebuilt) a cache of the old samples. Detector 2: the spine curve's
+#: error is mostly a smooth drift (:class:`CurveError`).
+GENERATOR_VERSION = {"localizer": 1, "detector": 2}
 
 
 def sample_path(folder: str | Path, kind: str, seed: int) -> Path:
@@ -110,8 +117,8 @@ def build_cache(
         The manifest (also written to ``folder/manifest.json``).
 
     Raises:
-        InputError: unknown kind, ``faithful`` for the detector, or a folder holding another kind
-            or localizer path.
+        InputError: unknown kind, ``faithful`` for the detector, or a folder holding another kind,
+            localizer path or generator version.
     """
     if kind not in KINDS:
         raise InputError(f"unknown sample kind {kind!r}; expected one of {KINDS}")
@@ -125,6 +132,12 @@ def build_cache(
         raise InputError(
             f"{folder} holds a {previous.get('kind')} cache ({previous.get('path')} path); asked for {kind} "
             f"({path_name}); use another folder"
+        )
+    version = GENERATOR_VERSION[kind]
+    if previous and previous.get("generator", 1) != version:
+        raise InputError(
+            f"{folder} holds {kind} samples of generator version {previous.get('generator', 1)}; this code "
+            f"makes version {version}: use another folder (or delete this one)"
         )
     todo = [int(s) for s in seeds if not sample_path(folder, kind, s).exists()]
     started = time.perf_counter()
@@ -144,7 +157,7 @@ def build_cache(
                     [fracture_probability] * len(todo),
                 ):
                     pass
-    manifest = _rebuild_manifest(folder, kind, path_name)
+    manifest = {"generator": version, **_rebuild_manifest(folder, kind, path_name)}
     manifest["last_build"] = {
         "generated": len(todo),
         "workers": workers,

@@ -3,6 +3,7 @@ the cache and the datasets. Small scans (a 352² chest CT at 0.9 mm) keep the wh
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from vfq.errors import InputError
 from vfq.export.datasets import (
+    GENERATOR_VERSION,
     NO_AUGMENTATION,
     DetectorAugmentation,
     DetectorDataset,
@@ -26,9 +28,11 @@ from vfq.export.datasets import (
 from vfq.export.detector_data import (
     DEFORMITY_WEIGHT,
     NORMAL_LOSS_FLOOR,
+    CurveError,
     augment_detector,
     deformity_weights,
     detector_targets,
+    noisy_spine_curve,
 )
 from vfq.export.localizer_data import augment_localizer, is_negative_seed, tube_target
 from vfq.levels import Level
@@ -261,6 +265,27 @@ def test_detector_sample_is_deterministic(detector_sample):
     np.testing.assert_array_equal(again.keypoints_sv, detector_sample.keypoints_sv)
 
 
+def _curve_error_rms_mm(error: CurveError) -> float:
+    """Median over 20 draws of the fitted curve's in-plane RMS distance (mm) from a straight line."""
+    z = np.arange(-200.0, 200.0, 0.5)
+    line = np.column_stack([np.zeros_like(z), np.zeros_like(z), z])
+    rms = []
+    for seed in range(20):
+        curve, record = noisy_spine_curve(line, (-200.0, 200.0), np.random.default_rng(seed), error)
+        assert record["points"] == 100 and record["offset_mm"] == 0.0
+        rms.append(np.sqrt(np.mean(np.sum(curve.positions[:, :2] ** 2, axis=1))))
+    return float(np.median(rms))
+
+
+def test_smooth_curve_error_survives_the_fit_and_white_noise_does_not():
+    # the served centroids err smoothly along z, and the fit keeps such an error: the simulated
+    # drift of sigma 1.5 mm per axis stays ~2.1 mm radial RMS after the fit, while white noise
+    # of the same sigma is mostly smoothed away (which is why it is not the error model)
+    still = CurveError(offset_probability=0.0, end_jitter_mm=0.0)
+    assert 1.8 < _curve_error_rms_mm(still) < 2.3
+    assert _curve_error_rms_mm(replace(still, jitter_sigma_mm=1.5, drift_sigma_mm=0.0)) < 1.0
+
+
 # ------------------------------------------------------------------------------ detector augmentation
 
 
@@ -393,7 +418,9 @@ def test_localizer_cache_round_trip_and_resume(tmp_path):
 
 def test_detector_cache_and_dataset(tmp_path):
     build_cache("detector", [6], tmp_path, workers=1)
-    assert build_cache("detector", [6], tmp_path, workers=1)["last_build"]["generated"] == 0
+    manifest = build_cache("detector", [6], tmp_path, workers=1)
+    assert manifest["last_build"]["generated"] == 0
+    assert manifest["generator"] == GENERATOR_VERSION["detector"] == 2
     cached = load_sample(sample_path(tmp_path, "detector", 6))
     assert cached["keypoints_sv"].shape[1:] == (6, 2) and cached["valid"].any()
     data = DetectorDataset(tmp_path, seed=0, augmentation=DetectorAugmentation(crop=(256, 96)))
@@ -408,6 +435,15 @@ def test_detector_cache_and_dataset(tmp_path):
     assert batch["offsets"].shape == (1, 12, 64, 24) and batch["levels"].dtype == torch.int64
     assert float(batch["heatmap"].max()) == pytest.approx(1.0)
     assert bool((batch["levels"] >= 0).any())
+
+
+def test_build_cache_refuses_a_cache_of_an_older_generator(tmp_path):
+    # a detector cache from before the smooth curve error: its manifest has no generator version
+    old = {"kind": "detector", "path": "full-resolution", "count": 0, "samples": {}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old), encoding="utf-8")
+    with pytest.raises(InputError, match="generator version 1; this code makes version 2: use another"):
+        build_cache("detector", [6], tmp_path, workers=1)
+    assert not sample_path(tmp_path, "detector", 6).exists()
 
 
 def test_build_cache_refuses_unknown_kinds(tmp_path):

@@ -19,10 +19,10 @@ def run_block(marker: str, server, monkeypatch, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_the_tritonclient_example_prints_five_lumbar_bodies_without_levels(server, monkeypatch, capsys):
+def test_the_tritonclient_example_prints_the_five_lumbar_bodies(server, monkeypatch, capsys):
     printed = run_block("tritonclient.grpc", server, monkeypatch, capsys)
-    # five lumbar bodies, superior first; no level named (the level head is unsure on this scan)
-    assert printed.startswith("[b'' b'' b'' b'' b''] [2 1 0 0 0] [[")
+    # L1-L5, superior first; L1 graded 2 (its anterior and middle heights 20.5 and 19.7 mm)
+    assert printed.startswith("[b'L1' b'L2' b'L3' b'L4' b'L5'] [2 0 0 0 0] [[20.5 19.7 28.5]")
 
 
 def test_the_client_library_example_says_why_a_20_slice_scan_cannot_be_graded(server, monkeypatch, capsys):
