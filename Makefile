@@ -62,7 +62,7 @@ train: $(STAMP)
 	$(BIN)/vfq-cache localizer $(OUT)/cache/localizer --seeds 0:400
 	$(BIN)/vfq-cache detector $(OUT)/cache/detector --seeds 0:300
 	$(BIN)/vfq-cache detector $(OUT)/cache/detector --seeds 300:500 --fracture-probability 0.95
-	$(BIN)/vfq-train localizer --cache $(OUT)/cache/localizer --out $(TRAIN)/localizer --minutes 20 --batch-size 4
+	$(BIN)/vfq-train localizer --cache $(OUT)/cache/localizer --out $(TRAIN)/localizer --minutes 20 --batch-size 4 --seed 2
 	$(BIN)/vfq-train detector --cache $(OUT)/cache/detector --out $(TRAIN)/detector --minutes 34 --batch-size 8
 
 weights: $(STAMP)

@@ -21,8 +21,8 @@ def run_block(marker: str, server, monkeypatch, capsys) -> str:
 
 def test_the_tritonclient_example_prints_the_five_lumbar_bodies(server, monkeypatch, capsys):
     printed = run_block("tritonclient.grpc", server, monkeypatch, capsys)
-    # L1-L5, superior first; L1 graded 2 (its anterior and middle heights 20.5 and 19.7 mm)
-    assert printed.startswith("[b'L1' b'L2' b'L3' b'L4' b'L5'] [2 0 0 0 0] [[20.5 19.7 28.5]")
+    # L1-L5, superior first; L1 graded 2 (anterior height 20.4 mm against 29.1 mm posterior)
+    assert printed.startswith("[b'L1' b'L2' b'L3' b'L4' b'L5'] [2 0 0 0 0] [[20.4 22.6 29.1]")
 
 
 def test_the_client_library_example_says_why_a_20_slice_scan_cannot_be_graded(server, monkeypatch, capsys):
