@@ -134,10 +134,11 @@ def build_cache(
             f"({path_name}); use another folder"
         )
     version = GENERATOR_VERSION[kind]
-    if previous and previous.get("generator", 1) != version:
+    cached_version = previous.get("generator", 1) if previous else version
+    if cached_version != version:
         raise InputError(
-            f"{folder} holds {kind} samples of generator version {previous.get('generator', 1)}; this code "
-            f"makes version {version}: use another folder (or delete this one)"
+            f"{folder} holds {kind} samples of generator version {cached_version}; this code makes "
+            f"version {version}: use another folder (or delete this one)"
         )
     todo = [int(s) for s in seeds if not sample_path(folder, kind, s).exists()]
     started = time.perf_counter()

@@ -279,7 +279,7 @@ def _curve_error_rms_mm(error: CurveError) -> float:
 
 def test_smooth_curve_error_survives_the_fit_and_white_noise_does_not():
     # the served centroids err smoothly along z, and the fit keeps such an error: the simulated
-    # drift of sigma 1.5 mm per axis stays ~2.1 mm radial RMS after the fit, while white noise
+    # drift of sigma 1.5 mm per axis stays ~2.0 mm radial RMS after the fit, while white noise
     # of the same sigma is mostly smoothed away (which is why it is not the error model)
     still = CurveError(offset_probability=0.0, end_jitter_mm=0.0)
     assert 1.8 < _curve_error_rms_mm(still) < 2.3
