@@ -43,8 +43,9 @@ NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
 PYTHON_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
-#: ONNX Runtime threads per network on the CPU targets.
-CPU_THREADS = 2
+#: The embedded networks' parameter that sets ONNX Runtime's threads per instance
+#: (:class:`vfq.server.backend.OnnxNetworkModel`); the cpu-container target keeps its value.
+THREADS_PARAMETER = "intra_op_threads"
 
 
 class Target(Enum):
@@ -75,7 +76,8 @@ def network_config(embedded: model_config_pb2.ModelConfig, target: Target) -> mo
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ONNX_FILE
         config.instance_group.add(count=cpu_instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
-        config.parameters["intra_op_thread_count"].string_value = str(CPU_THREADS)
+        threads = embedded.parameters.get(THREADS_PARAMETER)  # unset: one, as the embedded step
+        config.parameters["intra_op_thread_count"].string_value = threads.string_value if threads else "1"
         config.parameters["inter_op_thread_count"].string_value = "1"
     else:
         config.platform = "tensorrt_plan"

@@ -70,7 +70,11 @@ def test_each_target_is_the_embedded_repository_but_for_the_two_network_configs(
                 "",
                 CPU,
             )
-            assert config.parameters["intra_op_thread_count"].string_value == "2"
+            assert (
+                config.parameters["intra_op_thread_count"].string_value
+                == source.parameters["intra_op_threads"].string_value
+                == "1"
+            )
             assert config.instance_group[0].count == source.instance_group[0].count == 2
             assert not (out / model / "1" / "model.py").exists()
         if target is Target.GPU:

@@ -290,7 +290,7 @@ class NetworkModel(PythonStep):
 class OnnxNetworkModel(NetworkModel):
     """The embedded target's networks: ``1/model.onnx`` on ONNX Runtime (CPU).
 
-    Config parameters: ``intra_op_threads`` (default 2), ``memory_arena`` (``"true"``, the default,
+    Config parameters: ``intra_op_threads`` (default 1), ``memory_arena`` (``"true"``, the default,
     or ``"false"``: :class:`vfq.runtime.OnnxRunner`).
     """
 
@@ -302,7 +302,7 @@ class OnnxNetworkModel(NetworkModel):
         if arena not in ("true", "false"):
             raise ValueError(f"{self.step}: the memory_arena parameter must be true or false, got {arena!r}")
         self.runner = OnnxRunner(
-            path, threads=int(self.parameters.get("intra_op_threads", "2")), memory_arena=arena == "true"
+            path, threads=int(self.parameters.get("intra_op_threads", "1")), memory_arena=arena == "true"
         )
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(
