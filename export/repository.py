@@ -97,31 +97,44 @@ def write_repository(
     out: str | Path,
     source: str | Path = SOURCE_REPOSITORY,
     step_instances: int | None = None,
+    network_threads: int | None = None,
 ) -> Path:
     """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
-    ``step_instances`` instances of each of the :data:`PYTHON_STEPS` (default: as in ``source``)."""
+    ``step_instances`` instances of each of the :data:`PYTHON_STEPS` and, on the CPU targets,
+    ``network_threads`` ONNX Runtime threads per network instance (defaults: as in ``source``)."""
     target, out, source = Target(target), Path(out), Path(source)
     if step_instances is not None and step_instances < 1:
         raise ValueError(f"step_instances must be >= 1, got {step_instances}")
+    if network_threads is not None and network_threads < 1:
+        raise ValueError(f"network_threads must be >= 1, got {network_threads}")
+    if network_threads is not None and target is Target.GPU:
+        raise ValueError("network_threads sets ONNX Runtime's threads: the gpu target runs TensorRT plans")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        config = load_config(source / model / "config.pbtxt")
+        changes = []
+        if step_instances is not None and model in PYTHON_STEPS:
+            config.instance_group[0].count = step_instances
+            changes.append(f"{step_instances} instances")
+        if network_threads is not None and model in NETWORKS:
+            config.parameters[THREADS_PARAMETER].string_value = str(network_threads)
+            changes.append(f"{network_threads} ONNX Runtime threads per instance")
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)
-            if step_instances is not None and model in PYTHON_STEPS:
-                config = load_config(out / model / "config.pbtxt")
-                config.instance_group[0].count = step_instances
-                comment = f"{model} with {step_instances} instances (written by vfq-repository)."
+            if changes:
+                comment = f"{model} with {' and '.join(changes)} (written by vfq-repository)."
                 (out / model / "config.pbtxt").write_text(config_text(config, comment), encoding="utf-8")
             continue
         version = out / model / "1"
         version.mkdir(parents=True)
         shutil.copyfile(source / model / "1" / ONNX_FILE, version / ONNX_FILE)  # follows the link
-        config = network_config(load_config(source / model / "config.pbtxt"), target)
         comment = (
             f"{model} for the {target.value} target (written by vfq-repository from the embedded config)."
         )
-        (out / model / "config.pbtxt").write_text(config_text(config, comment), encoding="utf-8")
+        (out / model / "config.pbtxt").write_text(
+            config_text(network_config(config, target), comment), encoding="utf-8"
+        )
     return out
 
 
@@ -139,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"instances of each python step ({', '.join(PYTHON_STEPS)}); default as in the source (2). "
         "On a 16-core GPU host 8 served 8 clients faster than 4 (benchmarks/README.md)",
     )
+    write.add_argument(
+        "--network-threads",
+        type=int,
+        help="ONNX Runtime threads per network instance on the CPU targets; default as in the source (1: "
+        "the most scans per second when scans overlap; 2 on 2 cores: the fastest lone scan)",
+    )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
@@ -151,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "write":
-            write_repository(args.target, args.out, args.source, args.step_instances)
+            write_repository(args.target, args.out, args.source, args.step_instances, args.network_threads)
             print(f"wrote the {args.target} repository to {args.out}")
             return 0
         from vfq.export import tensorrt_plans

@@ -115,3 +115,30 @@ def test_the_numpy_steps_get_the_instances_asked_for_and_nothing_else_changes(tm
         assert written == default, model
     with pytest.raises(ValueError, match="step_instances must be >= 1, got 0"):
         write_repository("embedded", tmp_path / "none", step_instances=0)
+
+
+@pytest.mark.parametrize(
+    ("target", "parameter"), [("embedded", "intra_op_threads"), ("cpu-container", "intra_op_thread_count")]
+)
+def test_the_networks_get_the_threads_asked_for_and_nothing_else_changes(tmp_path, target, parameter):
+    out = tmp_path / "two"
+    assert main(["write", "--target", target, "--out", str(out), "--network-threads", "2"]) == 0
+    plain = write_repository(target, tmp_path / "plain")
+    assert_wired(out)
+    for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        written, default = (load_config(repo / model / "config.pbtxt") for repo in (out, plain))
+        if model in NETWORKS:
+            threads = (written.parameters[parameter].string_value, default.parameters[parameter].string_value)
+            assert threads == ("2", "1"), model
+            written.parameters[parameter].string_value = "1"
+        assert written == default, model
+
+
+def test_network_threads_are_refused_where_they_mean_nothing(tmp_path):
+    with pytest.raises(
+        ValueError, match="network_threads sets ONNX Runtime's threads: the gpu target runs TensorRT"
+    ):
+        write_repository("gpu", tmp_path / "gpu", network_threads=2)
+    with pytest.raises(ValueError, match="network_threads must be >= 1, got 0"):
+        write_repository("cpu-container", tmp_path / "cpu", network_threads=0)
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
