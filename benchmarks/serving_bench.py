@@ -13,13 +13,14 @@ in-process pipeline (``Networks.analyze``, the code the server's steps call). Pr
   metric and the in-process step time;
 * the floor: each step's FLOPs and bytes on the reference scan's real tensor shapes over a matmul
   rate and a copy bandwidth measured in the same run;
-* throughput and latency against the number of concurrent clients, with the server's peak memory;
+* throughput and latency against the number of concurrent clients, with the server's peak memory,
+  over shared memory (clients on the server's host) and plain gRPC (clients elsewhere);
 * each target with its measured value, PASS or MISS.
 
 Run (``benchmarks/README.md`` explains every figure)::
 
     .venv/bin/python benchmarks/serving_bench.py --out out/bench [--quick] [--repeats N]
-        [--sizes 100,300,600] [--concurrency 1,2,4,8] [--full] [--record]
+        [--sizes 100,300,600] [--concurrency 1,2,4,8] [--sweep-transports grpc+shm,grpc] [--full] [--record]
         [--compare benchmarks/results/latest.json]
 
 Times are seconds in the data, milliseconds where printed; latency figures are medians unless named.
@@ -106,6 +107,8 @@ NO_COLLAPSE_SHARE = 0.9
 LATENCY_REGRESSION = 1.25
 THROUGHPUT_REGRESSION = 0.8
 REQUEST_TIMEOUT_S = 600.0
+#: The transport of every sweep level in results files that do not name one (shared memory only).
+SWEEP_TRANSPORT_BEFORE = "grpc+shm"
 RSS_PERIOD_S = 0.2
 #: Modules the run needs beyond the client, and what for.
 REQUIREMENTS = {
@@ -234,7 +237,12 @@ def compare(
         return {f"p50 {e['scan']} {e['transport']}": e["latency_s"]["p50"] for e in results["latency"]}
 
     def throughputs(results: Mapping[str, Any]) -> dict[str, float]:
-        return {f"throughput at {c['threads']}": c["throughput_per_s"] for c in results["concurrency"]}
+        return {
+            f"throughput {c.get('transport', SWEEP_TRANSPORT_BEFORE)} at {c['threads']}": c[
+                "throughput_per_s"
+            ]
+            for c in results["concurrency"]
+        }
 
     comparisons = []
     for extract, slower in ((latencies, True), (throughputs, False)):
@@ -776,7 +784,8 @@ class MemorySampler:
 
 @dataclass(frozen=True)
 class ConcurrencyLevel:
-    """``threads`` clients (shared memory), each sending ``requests / threads`` scans back to back.
+    """``threads`` clients on ``transport`` (a :class:`Transport` value), each sending
+    ``requests / threads`` scans back to back.
 
     Attributes:
         wall_s: from the start of the first timed request to the end of the last.
@@ -788,6 +797,7 @@ class ConcurrencyLevel:
     """
 
     threads: int
+    transport: str
     requests: int
     errors: int
     wall_s: float
@@ -799,9 +809,15 @@ class ConcurrencyLevel:
 
 
 def run_concurrency(
-    url: str, scan: Scan, threads: int, per_thread: int, probe: ServerProbe, server_pid: int
+    url: str,
+    scan: Scan,
+    threads: int,
+    per_thread: int,
+    probe: ServerProbe,
+    server_pid: int,
+    transport: Transport = Transport.SHARED_MEMORY,
 ) -> ConcurrencyLevel:
-    """One level of the sweep. Each thread first sends one untimed request (its shared-memory region
+    """One level of a sweep. Each thread first sends one untimed request (on shared memory, its region
     is created and touched), then all start together. Any exception of a request counts as an error."""
     start_line = threading.Barrier(threads + 1, timeout=REQUEST_TIMEOUT_S)
     latencies: list[float] = []
@@ -817,7 +833,7 @@ def run_concurrency(
             return None
 
     def worker() -> None:
-        with VfqClient(url, timeout_s=REQUEST_TIMEOUT_S, retries=0, shared_memory=True) as client:
+        with VfqClient(url, timeout_s=REQUEST_TIMEOUT_S, retries=0, **transport.client_options()) as client:
             request(client)
             start_line.wait()
             for _ in range(per_thread):
@@ -839,9 +855,10 @@ def run_concurrency(
     after = probe.settled(before, threads * (per_thread + 1) - len(errors))
     queue = per_event(counters_delta(before.triton, after.triton), 1e-9)
     for message in errors[:3]:
-        print(f"  error at {threads} threads: {message}")
+        print(f"  error at {threads} threads, {transport.value}: {message}")
     return ConcurrencyLevel(
         threads=threads,
+        transport=transport.value,
         requests=threads * per_thread,
         errors=len(errors),
         wall_s=wall,
@@ -946,7 +963,8 @@ def check_targets(
     in_process: Sequence[InProcessLatency],
     sweep: Sequence[ConcurrencyLevel],
 ) -> list[TargetCheck]:
-    """The serving overhead and scaling on the reference phantom, the concurrency targets."""
+    """The serving overhead and scaling on the reference phantom, the concurrency targets (the
+    speed-up and "no collapse" on the shared-memory sweep; errors in every sweep)."""
     shm = {
         e.slices: e.latency_s.p50
         for e in latency
@@ -956,7 +974,7 @@ def check_targets(
     reference = REFERENCE_SLICES if REFERENCE_SLICES in shm else max(shm, default=None)
     overhead = shm[reference] / local[reference] if reference is not None else None
     scaling = shm[600] / shm[300] if 600 in shm and 300 in shm else None
-    by_threads = {level.threads: level for level in sweep}
+    by_threads = {level.threads: level for level in sweep if level.transport == Transport.SHARED_MEMORY.value}
     speedup = (
         by_threads[2].throughput_per_s / by_threads[1].throughput_per_s
         if 1 in by_threads and 2 in by_threads and by_threads[1].throughput_per_s
@@ -991,7 +1009,7 @@ def check_targets(
             kept,
             lambda v: v >= NO_COLLAPSE_SHARE,
         ),
-        check("errors in the concurrency sweep", "= 0", float(errors) if sweep else None, lambda v: v == 0),
+        check("errors in the concurrency sweeps", "= 0", float(errors) if sweep else None, lambda v: v == 0),
         check(
             "latency 600 / 300 slices, shm", f"<= {SCALING_TARGET}", scaling, lambda v: v <= SCALING_TARGET
         ),
@@ -1099,9 +1117,10 @@ def print_floors(reference: str, floors: Sequence[StepFloor], compute: Mapping[s
 
 
 def print_sweep(scan: str, sweep: Sequence[ConcurrencyLevel]) -> None:
-    """Throughput, latency and memory against the number of clients."""
+    """Throughput, latency and memory against the number of clients, per transport."""
     rows = [
         [
+            lv.transport,
             lv.threads,
             lv.requests,
             lv.errors,
@@ -1114,8 +1133,19 @@ def print_sweep(scan: str, sweep: Sequence[ConcurrencyLevel]) -> None:
         ]
         for lv in sweep
     ]
-    print(f"\nConcurrency, {scan}, grpc+shm (latency ms; server tree peak memory MiB)")
-    headers = ["clients", "requests", "errors", "scans/s", "p50", "p95", "queue", "peak RSS", "peak anon"]
+    print(f"\nConcurrency, {scan} (latency ms; server tree peak memory MiB)")
+    headers = [
+        "transport",
+        "clients",
+        "requests",
+        "errors",
+        "scans/s",
+        "p50",
+        "p95",
+        "queue",
+        "peak RSS",
+        "peak anon",
+    ]
     print(text_table(headers, rows))
 
 
@@ -1154,9 +1184,16 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
         )
     left.set(xlabel="slices (512×512)", ylabel="latency p50 (s), bar to p90", title="Latency per scan")
     left.legend()
-    threads = [c["threads"] for c in results["concurrency"]]
-    right.plot(threads, [c["throughput_per_s"] for c in results["concurrency"]], marker="o")
-    right.set(xlabel="concurrent clients (grpc+shm)", ylabel="scans / s", title="Throughput", xticks=threads)
+    sweeps: dict[str, list[tuple[int, float]]] = {}
+    for c in results["concurrency"]:
+        sweeps.setdefault(c.get("transport", SWEEP_TRANSPORT_BEFORE), []).append(
+            (c["threads"], c["throughput_per_s"])
+        )
+    for name, points in sweeps.items():
+        right.plot(*zip(*sorted(points)), marker="o", label=name)
+    threads = sorted({c["threads"] for c in results["concurrency"]})
+    right.set(xlabel="concurrent clients", ylabel="scans / s", title="Throughput", xticks=threads)
+    right.legend()
     right.set_ylim(bottom=0)
     for axis in (left, right):
         axis.grid(alpha=0.3)
@@ -1191,6 +1228,7 @@ def readme_block(results: Mapping[str, Any]) -> str:
 
     sweep = [
         [
+            c.get("transport", SWEEP_TRANSPORT_BEFORE),
             c["threads"],
             f"{c['throughput_per_s']:.3f}",
             ms(pick(c, "p50")),
@@ -1205,7 +1243,9 @@ def readme_block(results: Mapping[str, Any]) -> str:
             head,
             markdown_table(["target", "wanted", "measured", "verdict"], targets),
             markdown_table(["scan", "transport", "n", "p50 ms", "p95 ms"], latency),
-            markdown_table(["clients", "scans/s", "p50 ms", "p95 ms", "errors", "peak RSS MiB"], sweep),
+            markdown_table(
+                ["transport", "clients", "scans/s", "p50 ms", "p95 ms", "errors", "peak RSS MiB"], sweep
+            ),
         ]
     )
 
@@ -1224,6 +1264,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", help="phantom slice counts, e.g. 100,300,600 (the default)")
     parser.add_argument("--concurrency", help="client counts of the sweep, e.g. 1,2,4,8 (the default)")
     parser.add_argument("--requests-per-client", type=int, help="timed requests per client in the sweep (4)")
+    parser.add_argument(
+        "--sweep-transports",
+        help="transports of the concurrency sweep, e.g. grpc+shm,grpc (the default; --quick: grpc+shm)",
+    )
     parser.add_argument(
         "--full", action="store_true", help="gzip on every scan, not only the smallest phantom"
     )
@@ -1247,6 +1291,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.sizes = [int(s) for s in (args.sizes or ("100,300" if args.quick else "100,300,600")).split(",")]
     args.concurrency = [int(c) for c in (args.concurrency or ("1,2" if args.quick else "1,2,4,8")).split(",")]
     args.requests_per_client = args.requests_per_client or (2 if args.quick else 4)
+    transports = (args.sweep_transports or ("grpc+shm" if args.quick else "grpc+shm,grpc")).split(",")
+    known = [transport.value for transport in Transport]
+    if unknown := [name for name in transports if name not in known]:
+        parser.error(f"--sweep-transports: {', '.join(unknown)} unknown; choose from {', '.join(known)}")
+    args.sweep_transports = [Transport(name) for name in transports]
     if args.record and args.quick:
         parser.error("--record keeps a baseline: run without --quick")
     if args.repeats < 1 or min(args.sizes) < 1 or min(args.concurrency) < 1:
@@ -1324,13 +1373,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pipeline = InProcessPipeline(int(compute["network_threads"]))
         latency, in_process = measure_served(server, probe, pipeline, scans, args)
         sweep = []
-        for threads in args.concurrency:
-            print(f"concurrency {threads}: {threads * args.requests_per_client} requests of {reference.name}")
-            sweep.append(
-                run_concurrency(
-                    server.grpc_url, reference, threads, args.requests_per_client, probe, server.process.pid
+        for transport in args.sweep_transports:
+            for threads in args.concurrency:
+                print(
+                    f"concurrency {threads}, {transport.value}: "
+                    f"{threads * args.requests_per_client} requests of {reference.name}"
                 )
-            )
+                sweep.append(
+                    run_concurrency(
+                        server.grpc_url,
+                        reference,
+                        threads,
+                        args.requests_per_client,
+                        probe,
+                        server.process.pid,
+                        transport,
+                    )
+                )
         probe.close()
 
     reference_local = next(e for e in in_process if e.scan == reference.name)
@@ -1356,6 +1415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sizes": args.sizes,
             "repeats": args.repeats,
             "concurrency": args.concurrency,
+            "sweep_transports": [transport.value for transport in args.sweep_transports],
             "requests_per_client": args.requests_per_client,
             "quick": args.quick,
             "full": args.full,

@@ -106,21 +106,38 @@ def _results(p50_s: float, throughput: float) -> dict:
     latency = {"n": 5, "p50": p50_s, "p90": p50_s, "p95": p50_s, "p99": p50_s, "min": p50_s, "max": p50_s}
     return {
         "latency": [{"scan": "phantom 300", "transport": "grpc+shm", "latency_s": latency}],
-        "concurrency": [{"threads": 2, "throughput_per_s": throughput}],
+        "concurrency": [{"threads": 2, "transport": "grpc+shm", "throughput_per_s": throughput}],
     }
 
 
 def test_comparison_flags_slower_latency_and_lower_throughput() -> None:
     baseline = _results(p50_s=1.0, throughput=2.0)
     within = bench.compare(_results(p50_s=1.2, throughput=1.7), baseline)
-    assert [c.figure for c in within] == ["p50 phantom 300 grpc+shm", "throughput at 2"]
+    assert [c.figure for c in within] == ["p50 phantom 300 grpc+shm", "throughput grpc+shm at 2"]
     assert not any(c.regressed for c in within)
     worse = bench.compare(_results(p50_s=1.3, throughput=1.5), baseline)
     assert [c.regressed for c in worse] == [True, True]
     assert worse[0].ratio == pytest.approx(1.3)
     extra = _results(p50_s=1.0, throughput=2.0)
     extra["latency"][0]["scan"] = "phantom 600"  # not in the baseline: not compared
-    assert [c.figure for c in bench.compare(extra, baseline)] == ["throughput at 2"]
+    assert [c.figure for c in bench.compare(extra, baseline)] == ["throughput grpc+shm at 2"]
+
+
+def test_throughputs_are_compared_per_transport_and_old_files_swept_shared_memory() -> None:
+    current = _results(p50_s=1.0, throughput=2.0)
+    current["concurrency"].append({"threads": 2, "transport": "grpc", "throughput_per_s": 0.5})
+    before_transports = _results(p50_s=1.0, throughput=1.9)
+    del before_transports["concurrency"][0]["transport"]  # files recorded before the plain-gRPC sweep
+    [_, throughput] = bench.compare(current, before_transports)
+    assert (throughput.figure, throughput.baseline, throughput.current) == (
+        "throughput grpc+shm at 2",
+        1.9,
+        2.0,
+    )
+    recorded = _results(p50_s=1.0, throughput=2.0)
+    recorded["concurrency"].append({"threads": 2, "transport": "grpc", "throughput_per_s": 1.0})
+    plain = bench.compare(current, recorded)[-1]
+    assert (plain.figure, plain.ratio, plain.regressed) == ("throughput grpc at 2", 0.5, True)
 
 
 def test_readme_markers_are_replaced_between_them_only() -> None:
