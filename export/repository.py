@@ -98,17 +98,25 @@ def write_repository(
     source: str | Path = SOURCE_REPOSITORY,
     step_instances: int | None = None,
     network_threads: int | None = None,
+    network_instances: int | None = None,
 ) -> Path:
     """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
     ``step_instances`` instances of each of the :data:`PYTHON_STEPS` and, on the CPU targets,
-    ``network_threads`` ONNX Runtime threads per network instance (defaults: as in ``source``)."""
+    ``network_instances`` instances of each of the :data:`NETWORKS` with ``network_threads`` ONNX
+    Runtime threads each (defaults: as in ``source``)."""
     target, out, source = Target(target), Path(out), Path(source)
-    if step_instances is not None and step_instances < 1:
-        raise ValueError(f"step_instances must be >= 1, got {step_instances}")
-    if network_threads is not None and network_threads < 1:
-        raise ValueError(f"network_threads must be >= 1, got {network_threads}")
-    if network_threads is not None and target is Target.GPU:
-        raise ValueError("network_threads sets ONNX Runtime's threads: the gpu target runs TensorRT plans")
+    for name, count in (
+        ("step_instances", step_instances),
+        ("network_threads", network_threads),
+        ("network_instances", network_instances),
+    ):
+        if count is not None and count < 1:
+            raise ValueError(f"{name} must be >= 1, got {count}")
+    if target is Target.GPU and (network_threads, network_instances) != (None, None):
+        raise ValueError(
+            "network_threads and network_instances size the networks on ONNX Runtime (the CPU targets): "
+            "the gpu target runs one instance of each TensorRT plan on GPU 0"
+        )
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
@@ -117,6 +125,9 @@ def write_repository(
         if step_instances is not None and model in PYTHON_STEPS:
             config.instance_group[0].count = step_instances
             changes.append(f"{step_instances} instances")
+        if network_instances is not None and model in NETWORKS:
+            config.instance_group[0].count = network_instances
+            changes.append(f"{network_instances} instances")
         if network_threads is not None and model in NETWORKS:
             config.parameters[THREADS_PARAMETER].string_value = str(network_threads)
             changes.append(f"{network_threads} ONNX Runtime threads per instance")
@@ -158,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ONNX Runtime threads per network instance on the CPU targets; default as in the source (1: "
         "the most scans per second when scans overlap; 2 on 2 cores: the fastest lone scan)",
     )
+    write.add_argument(
+        "--network-instances",
+        type=int,
+        help=f"instances of each network ({', '.join(NETWORKS)}) on the CPU targets; default as in the "
+        "source (2). Instances x threads = the cores the server may use",
+    )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
@@ -170,7 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "write":
-            write_repository(args.target, args.out, args.source, args.step_instances, args.network_threads)
+            write_repository(
+                args.target,
+                args.out,
+                args.source,
+                args.step_instances,
+                args.network_threads,
+                args.network_instances,
+            )
             print(f"wrote the {args.target} repository to {args.out}")
             return 0
         from vfq.export import tensorrt_plans

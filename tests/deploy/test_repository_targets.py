@@ -120,25 +120,43 @@ def test_the_numpy_steps_get_the_instances_asked_for_and_nothing_else_changes(tm
 @pytest.mark.parametrize(
     ("target", "parameter"), [("embedded", "intra_op_threads"), ("cpu-container", "intra_op_thread_count")]
 )
-def test_the_networks_get_the_threads_asked_for_and_nothing_else_changes(tmp_path, target, parameter):
-    out = tmp_path / "two"
-    assert main(["write", "--target", target, "--out", str(out), "--network-threads", "2"]) == 0
+def test_the_networks_get_the_threads_and_instances_asked_for_and_nothing_else_changes(
+    tmp_path, target, parameter
+):
+    out = tmp_path / "sized"
+    command = [
+        "write",
+        "--target",
+        target,
+        "--out",
+        str(out),
+        "--network-threads",
+        "2",
+        "--network-instances",
+        "3",
+    ]
+    assert main(command) == 0
     plain = write_repository(target, tmp_path / "plain")
     assert_wired(out)
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
         written, default = (load_config(repo / model / "config.pbtxt") for repo in (out, plain))
         if model in NETWORKS:
             threads = (written.parameters[parameter].string_value, default.parameters[parameter].string_value)
-            assert threads == ("2", "1"), model
+            instances = (written.instance_group[0].count, default.instance_group[0].count)
+            assert (threads, instances) == (("2", "1"), (3, 2)), model
             written.parameters[parameter].string_value = "1"
+            written.instance_group[0].count = 2
         assert written == default, model
 
 
-def test_network_threads_are_refused_where_they_mean_nothing(tmp_path):
-    with pytest.raises(
-        ValueError, match="network_threads sets ONNX Runtime's threads: the gpu target runs TensorRT"
-    ):
-        write_repository("gpu", tmp_path / "gpu", network_threads=2)
+def test_network_sizes_are_refused_where_they_mean_nothing(tmp_path):
+    for size in ({"network_threads": 2}, {"network_instances": 2}):
+        with pytest.raises(
+            ValueError, match="the gpu target runs one instance of each TensorRT plan on GPU 0"
+        ):
+            write_repository("gpu", tmp_path / "gpu", **size)
     with pytest.raises(ValueError, match="network_threads must be >= 1, got 0"):
         write_repository("cpu-container", tmp_path / "cpu", network_threads=0)
+    with pytest.raises(ValueError, match="network_instances must be >= 1, got -1"):
+        write_repository("embedded", tmp_path / "cpu", network_instances=-1)
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
