@@ -55,6 +55,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vfq.client import StudyResult, VfqClient
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
 from vfq.pipeline import Analysis, analyze
+from vfq.runtime import SERVED_THREADS, SERVED_THREADS_PARAMETER
 from vfq.server.embedded import ALLOCATORS, EmbeddedServer
 from vfq.tensors import (
     DECODER_MODEL,
@@ -563,9 +564,10 @@ class ServerProbe:
         return str(self.client.get_server_metadata(as_json=True)["version"])
 
     def network_threads(self) -> int:
-        """The ``intra_op_threads`` parameter of the served localizer (1 when it has none)."""
+        """ONNX Runtime threads of each served localizer instance (its config's parameter)."""
         config = self.client.get_model_config(LOCALIZER_MODEL, as_json=True)["config"]
-        return int(config.get("parameters", {}).get("intra_op_threads", {}).get("string_value", 1))
+        parameter = config.get("parameters", {}).get(SERVED_THREADS_PARAMETER, {})
+        return int(parameter.get("string_value", SERVED_THREADS))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from vfq.runtime import SERVED_THREADS, SERVED_THREADS_PARAMETER
 from vfq.tensors import DETECTOR_MODEL, LOCALIZER_MODEL, PIPELINE_MODEL, PIPELINE_STEPS
 
 #: The committed repository (the embedded target) of a source checkout.
@@ -43,9 +44,6 @@ NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
 PYTHON_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
-#: The embedded networks' parameter that sets ONNX Runtime's threads per instance
-#: (:class:`vfq.server.backend.OnnxNetworkModel`); the cpu-container target keeps its value.
-THREADS_PARAMETER = "intra_op_threads"
 
 
 class Target(Enum):
@@ -76,8 +74,10 @@ def network_config(embedded: model_config_pb2.ModelConfig, target: Target) -> mo
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = ONNX_FILE
         config.instance_group.add(count=cpu_instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
-        threads = embedded.parameters.get(THREADS_PARAMETER)  # unset: one, as the embedded step
-        config.parameters["intra_op_thread_count"].string_value = threads.string_value if threads else "1"
+        threads = embedded.parameters.get(SERVED_THREADS_PARAMETER)
+        config.parameters["intra_op_thread_count"].string_value = (
+            threads.string_value if threads else str(SERVED_THREADS)
+        )
         config.parameters["inter_op_thread_count"].string_value = "1"
     else:
         config.platform = "tensorrt_plan"
@@ -129,7 +129,7 @@ def write_repository(
             config.instance_group[0].count = network_instances
             changes.append(f"{network_instances} instances")
         if network_threads is not None and model in NETWORKS:
-            config.parameters[THREADS_PARAMETER].string_value = str(network_threads)
+            config.parameters[SERVED_THREADS_PARAMETER].string_value = str(network_threads)
             changes.append(f"{network_threads} ONNX Runtime threads per instance")
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)

@@ -8,6 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+#: The config parameter of a served network (:class:`vfq.server.backend.OnnxNetworkModel`) that sets
+#: ONNX Runtime's threads per instance, and its value where a config does not set it (the
+#: cpu-container configs written from the embedded ones keep it: :mod:`vfq.export.repository`).
+SERVED_THREADS_PARAMETER = "intra_op_threads"
+SERVED_THREADS = 1
+
 
 class OnnxRunner:
     """One ONNX model, one session, built once; calling it runs the network.

@@ -290,19 +290,22 @@ class NetworkModel(PythonStep):
 class OnnxNetworkModel(NetworkModel):
     """The embedded target's networks: ``1/model.onnx`` on ONNX Runtime (CPU).
 
-    Config parameters: ``intra_op_threads`` (default 1), ``memory_arena`` (``"true"``, the default,
-    or ``"false"``: :class:`vfq.runtime.OnnxRunner`).
+    Config parameters: ``intra_op_threads`` (:data:`vfq.runtime.SERVED_THREADS_PARAMETER`; default
+    :data:`vfq.runtime.SERVED_THREADS`), ``memory_arena`` (``"true"``, the default, or ``"false"``:
+    :class:`vfq.runtime.OnnxRunner`).
     """
 
     def load(self, args: dict[str, str]) -> None:
-        from vfq.runtime import OnnxRunner
+        from vfq.runtime import SERVED_THREADS, SERVED_THREADS_PARAMETER, OnnxRunner
 
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         arena = self.parameters.get("memory_arena", "true")
         if arena not in ("true", "false"):
             raise ValueError(f"{self.step}: the memory_arena parameter must be true or false, got {arena!r}")
         self.runner = OnnxRunner(
-            path, threads=int(self.parameters.get("intra_op_threads", "1")), memory_arena=arena == "true"
+            path,
+            threads=int(self.parameters.get(SERVED_THREADS_PARAMETER, SERVED_THREADS)),
+            memory_arena=arena == "true",
         )
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(
