@@ -40,6 +40,7 @@ from vfq.client.results import (
     result_schema,
     validate_result_json,
 )
+from vfq.client.tls import GrpcTls
 
 __all__ = [
     "COMPRESSIONS",
@@ -50,6 +51,7 @@ __all__ = [
     "SAGITTAL_PIXEL_MM",
     "SCHEMA_ID",
     "DicomSourceError",
+    "GrpcTls",
     "ModelNotReadyError",
     "OperatingPoint",
     "RequestTimeoutError",

@@ -49,6 +49,7 @@ from vfq.client.errors import ModelNotReadyError, ServerUnavailableError, Shared
 from vfq.client.operating_point import DEFAULT_OPERATING_POINT, FRACTURE_THRESHOLDS, OperatingPoint
 from vfq.client.outputs import write_csv, write_error_json, write_json, write_overlay_png
 from vfq.client.results import StudyResult
+from vfq.client.tls import add_tls_arguments, tls_from_arguments
 from vfq.errors import VfqError
 from vfq.genant import GenantGrade
 from vfq.io.ct import SUPPORTED_SUFFIXES
@@ -268,7 +269,11 @@ def _analyze_command(args: argparse.Namespace) -> int:
     code = EXIT_OK
     if todo:
         with VfqClient(
-            args.url, timeout_s=args.timeout, shared_memory=args.shared_memory, compression=args.compression
+            args.url,
+            timeout_s=args.timeout,
+            shared_memory=args.shared_memory,
+            compression=args.compression,
+            tls=args.tls,
         ) as client:
             client.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
             with tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None) as bar:
@@ -393,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="send CTs through system shared memory (only when the server runs on this host)",
     )
     analyze.add_argument("--compression", choices=COMPRESSIONS, help="compress requests (costs CPU)")
+    add_tls_arguments(analyze)
     analyze.add_argument(
         "--force",
         action="store_true",
@@ -455,8 +461,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         try:
             args = parser.parse_args(args_list)
+            args.tls = tls_from_arguments(args) if args.command == "analyze" else None
         except SystemExit as e:  # argparse has printed the usage or the help
             return int(e.code or 0)
+        except ValueError as e:  # TLS options that do not fit together
+            parser.print_usage(sys.stderr)
+            _error(str(e))
+            return EXIT_USAGE
         if args.command is None:
             parser.print_usage(sys.stderr)
             _error("a command is required (analyze, serve, demo)")

@@ -46,6 +46,7 @@ from vfq.client.errors import (
     SharedMemoryError,
 )
 from vfq.client.results import StudyResult
+from vfq.client.tls import GrpcTls
 from vfq.errors import InputError, VfqError
 from vfq.preprocess import MAX_SHAPE
 from vfq.tensors import CT_INPUT, PIPELINE_MODEL, PIPELINE_OUTPUTS, SPACING_INPUT
@@ -104,6 +105,30 @@ def server_message(error: InferenceServerException) -> str:
         text = stripped
 
 
+#: What gRPC says when a TLS handshake fails (lower case).
+_TLS_FAILURES = ("handshake failed", "certificate_verify_failed", "hostname verification")
+
+
+def _connection_hint(text: str, tls: GrpcTls | None) -> str:
+    """What to check when a connection fails with gRPC's ``text``, given the client's TLS (or ``""``)."""
+    lowered = text.lower()
+    if any(failure in lowered for failure in _TLS_FAILURES):
+        return (
+            "; the TLS handshake failed: check the CA of the server's certificate (--root-certificates) "
+            "and the name it carries (--ssl-target-name)"
+        )
+    if "socket closed" not in lowered:
+        return ""
+    if tls is None:
+        return "; a server that speaks TLS closes plaintext connections: connect with --ssl"
+    if tls.private_key is None:
+        return (
+            "; a server that asks for client certificates closes connections without one: "
+            "--private-key and --certificate-chain"
+        )
+    return ""
+
+
 @dataclass(frozen=True)
 class _Region:
     """A system shared-memory region registered with the server."""
@@ -126,6 +151,7 @@ class VfqClient:
         compression: ``"gzip"`` or ``"deflate"`` to compress requests (costs CPU, saves bandwidth
             on slow links), ``None`` for none.
         model: the served model to call.
+        tls: connect with TLS (a server started with ``--grpc-use-ssl``); ``None``: plaintext.
         verbose: let tritonclient print every gRPC message on stdout, pixel bytes included (for
             debugging with small arrays only).
 
@@ -143,6 +169,7 @@ class VfqClient:
         shared_memory: bool = False,
         compression: str | None = None,
         model: str = PIPELINE_MODEL,
+        tls: GrpcTls | None = None,
         verbose: bool = False,
     ) -> None:
         if not (timeout_s > 0 and np.isfinite(timeout_s)):
@@ -160,7 +187,13 @@ class VfqClient:
         self.shared_memory = shared_memory
         self.compression = compression
         self.model = model
-        self._client = grpcclient.InferenceServerClient(url, verbose=verbose, channel_args=_channel_args())
+        self.tls = tls
+        self._client = grpcclient.InferenceServerClient(
+            url,
+            verbose=verbose,
+            channel_args=_channel_args() + (tls.channel_args() if tls else []),
+            **(tls.client_options() if tls else {}),
+        )
         self._region: _Region | None = None
         self._closed = False
 
@@ -354,7 +387,8 @@ class VfqClient:
         text = server_message(error)
         if "UNAVAILABLE" in status:
             return ServerUnavailableError(
-                f"no Triton server answers at {self.url} ({what}, after {self.retries} retries): {text}",
+                f"no Triton server answers at {self.url} ({what}, after {self.retries} retries): {text}"
+                + _connection_hint(text, self.tls),
                 self.url,
             )
         if "DEADLINE_EXCEEDED" in status:

@@ -15,19 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import tritonclient.grpc as grpcclient
 
 from vfq.client.connection import DEFAULT_URL
+from vfq.client.tls import GrpcTls, add_tls_arguments, tls_from_arguments
 from vfq.tensors import PIPELINE_MODEL
 
 
-def check(url: str, model: str, timeout_s: float, tls: dict[str, Any] | None = None) -> str | None:
-    """What is not ready at ``url`` (``None`` when the server and ``model`` are); ``tls``: tritonclient's
-    ``ssl``, ``root_certificates``, ``private_key``, ``certificate_chain`` and ``channel_args``."""
+def check(url: str, model: str, timeout_s: float, tls: GrpcTls | None = None) -> str | None:
+    """What is not ready at ``url`` (``None`` when the server and ``model`` are), over TLS if ``tls``."""
+    options = {"channel_args": tls.channel_args(), **tls.client_options()} if tls else {}
     try:
-        with grpcclient.InferenceServerClient(url, **(tls or {})) as client:
+        with grpcclient.InferenceServerClient(url, **options) as client:
             if not client.is_server_live(client_timeout=timeout_s):
                 return f"server at {url} is not live"
             if not client.is_server_ready(client_timeout=timeout_s):
@@ -44,22 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--url", default=DEFAULT_URL, help=f"gRPC host:port (default {DEFAULT_URL})")
     parser.add_argument("--model", default=PIPELINE_MODEL)
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds per call (default 3)")
-    parser.add_argument("--ssl", action="store_true", help="connect with TLS")
-    parser.add_argument("--root-certificates", help="PEM file of the CA that signed the server's certificate")
-    parser.add_argument("--private-key", help="PEM file of the client's key (mutual TLS)")
-    parser.add_argument("--certificate-chain", help="PEM file of the client's certificate (mutual TLS)")
-    parser.add_argument("--ssl-target-name", help="the name the server's certificate carries")
+    add_tls_arguments(parser)
     args = parser.parse_args(argv)
-    tls = None
-    if args.ssl:
-        tls = {
-            "ssl": True,
-            "root_certificates": args.root_certificates,
-            "private_key": args.private_key,
-            "certificate_chain": args.certificate_chain,
-        }
-        if args.ssl_target_name:
-            tls["channel_args"] = [("grpc.ssl_target_name_override", args.ssl_target_name)]
+    try:
+        tls = tls_from_arguments(args)
+    except ValueError as error:
+        parser.error(str(error))
     problem = check(args.url, args.model, args.timeout, tls)
     if problem:
         print(f"vfq-health: {problem}", file=sys.stderr)

@@ -501,7 +501,13 @@ def test_the_install_notes_say_how_to_call_the_server(rendered):
         "Admitted by the NetworkPolicy: pacs-router, worklist."
         in rendered["autoscaling"].release["info"]["notes"]
     )
-    assert "helm test` is not available with TLS" in rendered["tls"].release["info"]["notes"]
+    tls_notes = rendered["tls"].release["info"]["notes"]
+    assert f"helm test -n {NAMESPACE} {RELEASE}" in tls_notes
+    assert (
+        "vfq analyze scans/* --url 127.0.0.1:8001 --out results \\\n"
+        f"    --ssl --root-certificates ca.crt --ssl-target-name {SERVICE} \\\n"
+        "    --private-key client.key --certificate-chain client.crt\n"
+    ) in tls_notes
 
 
 def test_termination_waits_for_in_flight_requests(kube_api, rendered):
@@ -607,15 +613,16 @@ def test_grpc_tls_comes_from_the_named_secret(rendered):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_helm_test_sends_a_phantom_through_the_pipeline(rendered, variant):
-    hooks = rendered[variant].hooks
-    if variant == "tls":  # vfq analyze has no TLS options
-        assert hooks == []
-        return
-    (hook,) = hooks
+    (hook,) = rendered[variant].hooks
     assert (hook["kind"], hook["events"]) == ("Pod", ["test"])
     manifest = hook["manifest"]
     assert "vfq-phantom --seed 7 --out /tmp/p --dicom\n" in manifest
-    assert f"vfq analyze /tmp/p/dicom --url {SERVICE}:8001 --out /tmp/r" in manifest
+    analyze = f"vfq analyze /tmp/p/dicom --url {SERVICE}:8001 --out /tmp/r --wait 120"
+    tls = variant == "tls"  # the same TLS options as the probes' vfq-health, from the mounted Secret
+    tls_options = health_command(tls=True)[len(health_command()) :]
+    assert f"{analyze} {' '.join(tls_options)}\n" in manifest if tls else f"{analyze}\n" in manifest
+    assert ("secretName: vfq-grpc-tls" in manifest) is tls
+    assert ("mountPath: /etc/vfq/grpc-tls" in manifest) is tls
     assert "app.kubernetes.io/component: helm-test" in manifest
     for setting in (
         "readOnlyRootFilesystem: true",

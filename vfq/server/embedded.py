@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
+import http.client
 import importlib.util
 import os
 import shutil
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -242,22 +244,19 @@ class EmbeddedServer:
         return target
 
     def _wait_ready(self) -> None:
-        import tritonclient.grpc as grpcclient
-
+        """Poll Triton's HTTP health endpoints (plain HTTP, whatever TLS ``extra_args`` put on gRPC;
+        Triton starts gRPC before HTTP, so gRPC is up once HTTP answers)."""
+        base = f"http://{self.http_url}/v2"
+        checks = [f"{base}/health/ready"]
+        if self.model_control != "explicit":
+            checks.append(f"{base}/models/{PIPELINE_MODEL}/ready")
         deadline = time.monotonic() + self.startup_timeout_s
-        with grpcclient.InferenceServerClient(self.grpc_url) as client:
-            while time.monotonic() < deadline:
-                if self.process is None or self.process.poll() is not None:
-                    raise ServerStartError(f"tritonserver exited while starting:\n{self.log_tail()}")
-                try:
-                    if client.is_server_ready(client_timeout=2) and (
-                        self.model_control == "explicit"
-                        or client.is_model_ready(PIPELINE_MODEL, client_timeout=2)
-                    ):
-                        return
-                except Exception:  # not listening yet
-                    pass
-                time.sleep(0.25)
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise ServerStartError(f"tritonserver exited while starting:\n{self.log_tail()}")
+            if all(_answers_ok(url) for url in checks):
+                return
+            time.sleep(0.25)
         raise ServerStartError(
             f"{PIPELINE_MODEL} was not ready after {self.startup_timeout_s:g} s:\n{self.log_tail()}"
         )
@@ -301,6 +300,15 @@ class EmbeddedServer:
 
 #: Signals on which ``vfq serve`` stops the server cleanly (Ctrl-C; a container runtime's stop).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _answers_ok(url: str) -> bool:
+    """Whether a GET of ``url`` answers 200 within 2 s (not listening yet, 400 "not ready": no)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (OSError, http.client.HTTPException):  # URLError and HTTPError are OSErrors
+        return False
 
 
 def _stop_on_signal(signum: int, frame: object) -> None:

@@ -98,19 +98,18 @@ app.kubernetes.io/component: server
 - vertebra_pipeline
 - --timeout
 - "3"
-{{- if .Values.tls.enabled }}
-- --ssl
-- --root-certificates
-- /etc/vfq/grpc-tls/ca.crt
-- --ssl-target-name
-- {{ printf "%s.%s.svc" (include "vfq.fullname" .) .Release.Namespace }}
-{{- if .Values.tls.mutual }}
-- --private-key
-- /etc/vfq/grpc-tls/tls.key
-- --certificate-chain
-- /etc/vfq/grpc-tls/tls.crt
+{{- range splitList " " (include "vfq.tlsClientFlags" .) | compact }}
+- {{ . }}
 {{- end }}
 {{- end }}
+
+{{/* The TLS options of vfq-health and vfq analyze (vfq.client.tls), space-separated; empty without
+TLS. With mutual TLS the client presents the server's own pair, read from the mounted Secret. */}}
+{{- define "vfq.tlsClientFlags" -}}
+{{- if .Values.tls.enabled -}}
+--ssl --root-certificates /etc/vfq/grpc-tls/ca.crt --ssl-target-name {{ printf "%s.%s.svc" (include "vfq.fullname" .) .Release.Namespace }}
+{{- if .Values.tls.mutual }} --private-key /etc/vfq/grpc-tls/tls.key --certificate-chain /etc/vfq/grpc-tls/tls.crt{{ end }}
+{{- end -}}
 {{- end }}
 
 {{/* A Kubernetes LabelSelector from values (matchLabels / matchExpressions). */}}
