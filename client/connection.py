@@ -22,6 +22,7 @@ shared memory serves one request at a time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -47,6 +48,7 @@ from vfq.client.errors import (
 )
 from vfq.client.results import StudyResult
 from vfq.client.tls import GrpcTls
+from vfq.client.wire import RawInfer, infer_request_bytes
 from vfq.errors import InputError, VfqError
 from vfq.preprocess import MAX_SHAPE
 from vfq.tensors import CT_INPUT, PIPELINE_MODEL, PIPELINE_OUTPUTS, SPACING_INPUT
@@ -152,8 +154,8 @@ class VfqClient:
             on slow links), ``None`` for none.
         model: the served model to call.
         tls: connect with TLS (a server started with ``--grpc-use-ssl``); ``None``: plaintext.
-        verbose: let tritonclient print every gRPC message on stdout, pixel bytes included (for
-            debugging with small arrays only).
+        verbose: let tritonclient print the gRPC messages it sends on stdout (for debugging; the
+            plain-gRPC inference request, serialized by :mod:`vfq.client.wire`, is not among them).
 
     Use it as a context manager, or call :meth:`close`, so that the shared-memory region is
     unregistered and freed.
@@ -194,6 +196,7 @@ class VfqClient:
             channel_args=_channel_args() + (tls.channel_args() if tls else []),
             **(tls.client_options() if tls else {}),
         )
+        self._raw_infer = RawInfer(self._client)
         self._region: _Region | None = None
         self._closed = False
 
@@ -310,13 +313,24 @@ class VfqClient:
     def _analyze(
         self, array: np.ndarray, geometry: ImageGeometry, source: str, seconds: dict[str, float]
     ) -> StudyResult:
-        ct_input = grpcclient.InferInput(CT_INPUT, list(array.shape), "INT16")
+        spacing = np.asarray(geometry.spacing, dtype=np.float32)
         if self.shared_memory:
             start = time.perf_counter()
             region = self._region_for(array.nbytes)
             system_shm.set_shared_memory_region(region.handle, [array])
-            ct_input.set_shared_memory(region.name, array.nbytes)
             seconds["shared_memory_copy"] = time.perf_counter() - start
+            ct_input = grpcclient.InferInput(CT_INPUT, list(array.shape), "INT16")
+            ct_input.set_shared_memory(region.name, array.nbytes)
+            spacing_input = grpcclient.InferInput(SPACING_INPUT, [3], "FP32")
+            spacing_input.set_data_from_numpy(spacing)
+            start = time.perf_counter()
+            infer = functools.partial(
+                self._client.infer,
+                self.model,
+                [ct_input, spacing_input],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in PIPELINE_OUTPUTS],
+                compression_algorithm=self.compression,
+            )
         else:
             if array.nbytes > MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES:
                 raise InputError(
@@ -324,21 +338,13 @@ class VfqClient:
                     f"({MAX_MESSAGE_BYTES / 2**30:.0f} GiB): send it through shared memory (a client on the "
                     "server's host) or crop / resample it (nothing was sent)"
                 )
-            ct_input.set_data_from_numpy(array)
-        spacing_input = grpcclient.InferInput(SPACING_INPUT, [3], "FP32")
-        spacing_input.set_data_from_numpy(np.asarray(geometry.spacing, dtype=np.float32))
-        requested = [grpcclient.InferRequestedOutput(name) for name in PIPELINE_OUTPUTS]
-        start = time.perf_counter()
-        try:
-            answer = self._call(
-                "inference",
-                self._client.infer,
-                self.model,
-                [ct_input, spacing_input],
-                outputs=requested,
-                compression_algorithm=self.compression,
-                timeout_s=self.timeout_s,
+            start = time.perf_counter()  # serializing is part of the request, as in tritonclient's infer
+            payload = infer_request_bytes(
+                self.model, [(CT_INPUT, array), (SPACING_INPUT, spacing)], PIPELINE_OUTPUTS
             )
+            infer = functools.partial(self._raw_infer, payload, compression=self.compression)
+        try:
+            answer = self._call("inference", infer, timeout_s=self.timeout_s)
         except ServerUnavailableError as e:
             if self._server_live():
                 raise ModelNotReadyError(

@@ -14,8 +14,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-import tritonclient.grpc._client as grpc_client_module
 from pydicom.sr.codedict import codes
+from tritonclient.grpc import service_pb2
 
 from vfq.client import VfqClient, overlay_picture, write_json
 from vfq.client.cli import main as vfq_main
@@ -29,6 +29,7 @@ from vfq.client.dicom_sr import (
     write_dicom_sr,
     write_key_image,
 )
+from vfq.client.wire import RawInfer
 from vfq.genant import GenantGrade
 from vfq.io import read_ct
 from vfq.keypoints import HEIGHT_NAMES, HEIGHT_PAIRS
@@ -56,22 +57,18 @@ def identified_phantom(phantom_files, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(server, identified_phantom, tmp_path_factory) -> dict:
-    """The identified phantom analysed by the server, every request recorded as tritonclient builds it
-    (the protobuf message and the call's headers); its report.json, SR and key image on disk."""
-    requests, headers = [], []
-    build, infer = grpc_client_module._get_inference_request, grpc_client_module.InferenceServerClient.infer
+    """The identified phantom analysed by the server, every request recorded as the bytes handed to
+    gRPC (with the call's other arguments); its report.json, SR and key image on disk."""
+    requests, calls = [], []
+    send = RawInfer.__call__
 
-    def recorded_build(*args, **kwargs):  # tritonclient's own request builder: what goes on the wire
-        requests.append(build(*args, **kwargs))
-        return requests[-1]
-
-    def recorded_infer(self, *args, **kwargs):
-        headers.append(kwargs.get("headers"))
-        return infer(self, *args, **kwargs)
+    def recorded_send(self, request, **kwargs):
+        requests.append(service_pb2.ModelInferRequest.FromString(request))
+        calls.append(kwargs)
+        return send(self, request, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(grpc_client_module, "_get_inference_request", recorded_build)
-        patch.setattr(grpc_client_module.InferenceServerClient, "infer", recorded_infer)
+        patch.setattr(RawInfer, "__call__", recorded_send)
         with VfqClient(server.grpc_url, timeout_s=120) as client:
             result = client.analyze(identified_phantom)
     out = tmp_path_factory.mktemp("served")
@@ -79,7 +76,7 @@ def served(server, identified_phantom, tmp_path_factory) -> dict:
     return {
         "result": result,
         "requests": requests,
-        "headers": headers,
+        "calls": calls,
         "json": write_json(result, out / "report.json"),
         "sr": write_dicom_sr(result, source, out / "report.sr.dcm"),
         "key_image": write_key_image(result, source, out / "key_image.dcm"),
@@ -92,7 +89,8 @@ def test_only_the_pixels_and_the_voxel_size_reach_the_server(served, identified_
     ct = read_ct(identified_phantom)
     assert request.raw_input_contents[0] == ct.array.tobytes()
     assert request.raw_input_contents[1] == np.asarray(ct.geometry.spacing, np.float32).tobytes()
-    assert not request.parameters and request.id == "" and served["headers"] == [None]
+    assert not request.parameters and request.id == ""
+    assert served["calls"] == [{"client_timeout": 120.0, "compression": None}]  # no headers, no metadata
     wire = request.SerializeToString()
     for identifier in (
         PATIENT_NAME,
