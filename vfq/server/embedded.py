@@ -121,7 +121,8 @@ class EmbeddedServer:
         log: where the server's log goes: a path (appended), an open file, or ``None`` for a temporary
             file (read it with :meth:`log_tail`).
         startup_timeout_s: how long to wait for ``vertebra_pipeline`` to be ready.
-        extra_args: more ``tritonserver`` options.
+        extra_args: more ``tritonserver`` options (TLS on gRPC, say: readiness is polled over HTTP,
+            which must stay on).
         model_control: Triton's ``--model-control-mode``: ``"none"`` loads every model at start and
             waits for ``vertebra_pipeline``; ``"explicit"`` loads nothing (models are loaded through
             the repository API) and waits for the server only.
