@@ -121,12 +121,13 @@ def _connection_hint(text: str, tls: GrpcTls | None) -> str:
         )
     if "socket closed" not in lowered:
         return ""
+    # A closed socket can also be a server that went away: say what it would mean for TLS, as an "if".
     if tls is None:
-        return "; a server that speaks TLS closes plaintext connections: connect with --ssl"
+        return "; if the server uses TLS (it closes plaintext connections), connect with --ssl"
     if tls.private_key is None:
         return (
-            "; a server that asks for client certificates closes connections without one: "
-            "--private-key and --certificate-chain"
+            "; if the server asks for client certificates (it closes connections without one), "
+            "give --private-key and --certificate-chain"
         )
     return ""
 

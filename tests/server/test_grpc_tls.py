@@ -121,13 +121,13 @@ def test_mutual_tls_serves_a_client_with_a_certificate_of_the_ca(mutual_server, 
 @pytest.mark.parametrize(
     ("server", "tls", "hint"),
     [
-        ("tls", None, "a server that speaks TLS closes plaintext connections: connect with --ssl"),
+        ("tls", None, "if the server uses TLS (it closes plaintext connections), connect with --ssl"),
         ("tls", {"root_certificates": "other.crt", "target_name": SERVICE}, "the TLS handshake failed"),
         ("tls", {"root_certificates": "ca.crt"}, "the TLS handshake failed"),  # 127.0.0.1 is not SERVICE
         (
             "mutual",
             {"root_certificates": "ca.crt", "target_name": SERVICE},
-            "a server that asks for client certificates closes connections without one",
+            "if the server asks for client certificates (it closes connections without one)",
         ),
     ],
     ids=["plaintext", "untrusted-ca", "other-name", "no-client-certificate"],
