@@ -108,8 +108,6 @@ NO_COLLAPSE_SHARE = 0.9
 LATENCY_REGRESSION = 1.25
 THROUGHPUT_REGRESSION = 0.8
 REQUEST_TIMEOUT_S = 600.0
-#: The transport of every sweep level in results files that do not name one (shared memory only).
-SWEEP_TRANSPORT_BEFORE = "grpc+shm"
 RSS_PERIOD_S = 0.2
 #: Modules the run needs beyond the client, and what for.
 REQUIREMENTS = {
@@ -135,6 +133,10 @@ class Transport(Enum):
             "shared_memory": self is Transport.SHARED_MEMORY,
             "compression": "gzip" if self is Transport.GZIP else None,
         }
+
+
+#: The transport of every sweep level in results files that do not name one (shared memory only).
+SWEEP_TRANSPORT_BEFORE = Transport.SHARED_MEMORY.value
 
 
 # ---------------------------------------------------------------------------------------------------
