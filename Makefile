@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[server,dev,train]'
+	$(PIP) install -c constraints.txt -e '.[server,openvino,dev,train]'
 	$(PIP) install --no-deps $(PYTRITON)
 	$(PIP) install --ignore-requires-python $(HELM_SDKPY)
 	touch $@

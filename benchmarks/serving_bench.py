@@ -55,7 +55,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vfq.client import StudyResult, VfqClient
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
 from vfq.pipeline import Analysis, analyze
-from vfq.runtime import SERVED_THREADS, SERVED_THREADS_PARAMETER
+from vfq.runtime import DEFAULT_RUNTIME, SERVED_RUNTIME_PARAMETER, SERVED_THREADS, SERVED_THREADS_PARAMETER
 from vfq.server.embedded import ALLOCATORS, EmbeddedServer
 from vfq.tensors import (
     DECODER_MODEL,
@@ -469,12 +469,12 @@ class InProcessLatency:
 
 
 class InProcessPipeline:
-    """The exported networks on ONNX Runtime with the server's thread count, recording tensor shapes."""
+    """The exported networks on the server's runtime with its thread count, recording tensor shapes."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, runtime: str) -> None:
         from vfq.export.evaluate import Networks
 
-        self.networks = Networks(REPO / "export" / "weights", threads)
+        self.networks = Networks(REPO / "export" / "weights", threads, runtime)
         self.shapes: dict[str, TensorShapes] = {}
 
     def analyze(self, scan: Scan) -> Analysis:
@@ -565,11 +565,13 @@ class ServerProbe:
     def triton_version(self) -> str:
         return str(self.client.get_server_metadata(as_json=True)["version"])
 
-    def network_threads(self) -> int:
-        """ONNX Runtime threads of each served localizer instance (its config's parameter)."""
+    def network_settings(self) -> tuple[str, int]:
+        """The runtime and the threads of each served localizer instance (its config's parameters)."""
         config = self.client.get_model_config(LOCALIZER_MODEL, as_json=True)["config"]
-        parameter = config.get("parameters", {}).get(SERVED_THREADS_PARAMETER, {})
-        return int(parameter.get("string_value", SERVED_THREADS))
+        parameters = config.get("parameters", {})
+        runtime = parameters.get(SERVED_RUNTIME_PARAMETER, {}).get("string_value", DEFAULT_RUNTIME)
+        threads = parameters.get(SERVED_THREADS_PARAMETER, {}).get("string_value", SERVED_THREADS)
+        return runtime, int(threads)
 
 
 @dataclass(frozen=True)
@@ -1210,10 +1212,11 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
 
 def readme_block(results: Mapping[str, Any]) -> str:
     """The README's results section for a results file: targets, latency and concurrency tables."""
-    m = results["machine"]
+    m, settings = results["machine"], results["settings"]
     head = (
         f"Recorded {results['date']} at `{results['git_commit']}`, Triton {results['triton_version']}, "
-        f"{m['cores']} cores {m['cpu_model']}, {m['ram_gib']} GiB; n = {results['settings']['repeats']}."
+        f"{m['cores']} cores {m['cpu_model']}, {m['ram_gib']} GiB; networks on "
+        f"{settings.get('network_runtime', DEFAULT_RUNTIME)}; n = {settings['repeats']}."
     )
     targets = [
         [t["name"], t["target"], "-" if t["value"] is None else f"{t['value']:.2f}", t["verdict"]]
@@ -1373,8 +1376,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"server allocator: {server.preload or 'glibc malloc'}")
         probe = ServerProbe(server.grpc_url, server.metrics_url)
         triton_version = probe.triton_version()
-        compute["network_threads"] = min(probe.network_threads(), started["usable_cores"])
-        pipeline = InProcessPipeline(int(compute["network_threads"]))
+        runtime, threads = probe.network_settings()
+        compute["network_threads"] = min(threads, started["usable_cores"])
+        print(f"networks: {runtime}, {threads} thread(s) per instance; in-process the same")
+        pipeline = InProcessPipeline(int(compute["network_threads"]), runtime)
         latency, in_process = measure_served(server, probe, pipeline, scans, args)
         sweep = []
         for transport in args.sweep_transports:
@@ -1426,6 +1431,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reference": reference.name,
             "model_repository": os.path.relpath(server.model_repository, REPO),
             "server_allocator": server.preload or "glibc malloc",
+            "network_runtime": runtime,
             "in_process_allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
         },
         "compute": compute,

@@ -29,7 +29,7 @@ from vfq.metrics import EvaluationSummary, evaluate
 from vfq.phantoms import generate, sample_spec
 from vfq.picture import straightened_overlay
 from vfq.pipeline import Analysis, analyze
-from vfq.runtime import OnnxRunner
+from vfq.runtime import DEFAULT_RUNTIME, RUNTIMES, cpu_runner
 from vfq.tensors import DETECTOR_PIXEL_MM
 from vfq.volume import CTVolume
 
@@ -49,11 +49,12 @@ def thickness_group(thickness_mm: float) -> str:
 
 
 class Networks:
-    """The two exported networks, as the callables :func:`vfq.pipeline.analyze` takes."""
+    """The two exported networks, as the callables :func:`vfq.pipeline.analyze` takes, on the CPU
+    runtime ``runtime`` (a key of :data:`vfq.runtime.RUNTIMES`) with ``threads`` threads each."""
 
-    def __init__(self, weights: Path, threads: int = 2) -> None:
-        self.localizer_runner = OnnxRunner(weights / "spine_localizer.onnx", threads)
-        self.detector_runner = OnnxRunner(weights / "vertebra_detector.onnx", threads)
+    def __init__(self, weights: Path, threads: int = 2, runtime: str = DEFAULT_RUNTIME) -> None:
+        self.localizer_runner = cpu_runner(weights / "spine_localizer.onnx", runtime, threads)
+        self.detector_runner = cpu_runner(weights / "vertebra_detector.onnx", runtime, threads)
 
     def localizer(self, tensor: np.ndarray) -> np.ndarray:
         return self.localizer_runner(tensor)[0]
@@ -184,12 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/eval"))
     parser.add_argument("--real", type=Path, nargs="*", default=[], help="real scans to run (no truth)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default=DEFAULT_RUNTIME)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start, _, stop = args.seeds.partition(":")
     if int(start) < HELD_OUT_SEED:
         parser.error(f"phantom seeds below {HELD_OUT_SEED} may have been used for training")
-    networks = Networks(args.weights, args.threads)
+    networks = Networks(args.weights, args.threads, args.runtime)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.real:
         evaluate_real(networks, args.real, args.out)

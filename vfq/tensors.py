@@ -64,6 +64,12 @@ DETECTOR_OFFSET_CHANNELS = 2 * NUM_KEYPOINTS
 #: Centre-heatmap peaks below this are not vertebrae.
 DETECTOR_MIN_SCORE = 0.3
 
+#: Each network's input, and the multiple its spatial sizes must be (the encoders halve them).
+NETWORK_INPUT_MULTIPLE: dict[str, int] = {
+    LOCALIZER_INPUT: LOCALIZER_MULTIPLE,
+    DETECTOR_INPUT: DETECTOR_MULTIPLE,
+}
+
 # ---------------------------------------------------------------------- the served ensemble (DESIGN §3)
 #
 # The public API of the Triton model repository: one ensemble, these inputs and outputs. The client,

@@ -160,3 +160,26 @@ def test_network_sizes_are_refused_where_they_mean_nothing(tmp_path):
     with pytest.raises(ValueError, match="network_instances must be >= 1, got -1"):
         write_repository("embedded", tmp_path / "cpu", network_instances=-1)
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
+
+
+def test_the_embedded_networks_get_the_runtime_asked_for_and_nothing_else_changes(tmp_path):
+    out = tmp_path / "openvino"
+    assert main(["write", "--target", "embedded", "--out", str(out), "--network-runtime", "openvino"]) == 0
+    plain = write_repository("embedded", tmp_path / "plain")
+    assert_wired(out)
+    for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        written, default = (load_config(repo / model / "config.pbtxt") for repo in (out, plain))
+        if model in NETWORKS:
+            assert written.parameters.pop("runtime").string_value == "openvino"
+            assert "runtime" not in default.parameters
+            assert default.parameters.pop("memory_arena").string_value == "false"  # ONNX Runtime's own
+        assert written == default, model
+
+
+@pytest.mark.parametrize("target", ["cpu-container", "gpu"])
+def test_a_runtime_is_refused_where_the_python_backend_does_not_run_the_networks(tmp_path, target):
+    with pytest.raises(ValueError, match="cpu-container target serves them on the NGC image's onnxruntime"):
+        write_repository(target, tmp_path / "repo", network_runtime="openvino")
+    with pytest.raises(ValueError, match="unknown runtime 'tvm': expected one of onnxruntime, openvino"):
+        write_repository("embedded", tmp_path / "repo", network_runtime="tvm")
+    assert not (tmp_path / "repo").exists()

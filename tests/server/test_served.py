@@ -1,6 +1,7 @@
 """vertebra_pipeline through the real embedded Triton over gRPC: the served answer is the in-process
-one, it lands on the phantom's truth, other services can call it with the bare KServe-v2 protocol, and
-concurrent clients all get their own correct answers."""
+one (with the networks on ONNX Runtime or on OpenVINO), it lands on the phantom's truth, other
+services can call it with the bare KServe-v2 protocol, and concurrent clients all get their own
+correct answers."""
 
 from __future__ import annotations
 
@@ -10,19 +11,26 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from server_factories import infer
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from vfq.annotation import SpineAnnotation, VertebraAnnotation
+from vfq.export.repository import load_config, write_repository
 from vfq.levels import Level
 from vfq.metrics import evaluate
+from vfq.server.embedded import EmbeddedServer, ServerStartError
 from vfq.tensors import (
     CT_INPUT,
+    DETECTOR_MODEL,
     FRACTURE_SCORE_OUTPUT,
     GENANT_GRADE_OUTPUT,
     HEIGHTS_OUTPUT,
     KEYPOINTS_OUTPUT,
     LEVEL_OUTPUT,
+    LOCALIZER_INPUT,
+    LOCALIZER_MODEL,
     NOT_ASSESSABLE_OUTPUT,
     PIPELINE_MODEL,
     SAGITTAL_IMAGE_OUTPUT,
@@ -133,3 +141,59 @@ def test_eight_concurrent_clients_each_get_their_own_correct_answer(server, phan
     for i, outputs in answers:
         volume, analysis = expected[i]
         assert_equals_in_process(outputs, analysis, volume.geometry)
+
+
+@pytest.fixture(scope="module")
+def openvino_server(tmp_path_factory):
+    """The embedded Triton on a repository whose networks run on OpenVINO."""
+    repository = write_repository(
+        "embedded", tmp_path_factory.mktemp("openvino") / "repo", network_runtime="openvino"
+    )
+    localizer = load_config(repository / LOCALIZER_MODEL / "config.pbtxt")
+    assert localizer.parameters["runtime"].string_value == "openvino"
+    with EmbeddedServer(repository) as running:
+        yield running
+
+
+def test_served_on_openvino_the_result_equals_the_in_process_pipeline_on_onnx_runtime(
+    openvino_server, phantom, reference
+):
+    outputs = infer(openvino_server.grpc_url, phantom.ct.array, phantom.ct.geometry.spacing)
+    assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [b""]
+    assert_equals_in_process(outputs, reference, phantom.ct.geometry)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_network_called_directly_with_a_grid_it_cannot_halve_is_refused(runtime, server, openvino_server):
+    url = {"onnxruntime": server, "openvino": openvino_server}[runtime].grpc_url
+    with grpcclient.InferenceServerClient(url) as client:
+        for shape in [(1, 1, 32, 32, 32), (1, 1, 32, 32, 40)]:  # the second's last axis is no multiple of 16
+            tensor = grpcclient.InferInput(LOCALIZER_INPUT, list(shape), "FP32")
+            tensor.set_data_from_numpy(np.full(shape, -1.0, np.float32))
+            if shape[-1] % 16 == 0:
+                assert client.infer(LOCALIZER_MODEL, [tensor]).as_numpy("SPINE_HEATMAP").shape == shape
+                continue
+            with pytest.raises(InferenceServerException) as error:
+                client.infer(LOCALIZER_MODEL, [tensor])
+    assert error.value.message().endswith(
+        "CT_COARSE's spatial sizes must be positive multiples of 16, got shape (1, 1, 32, 32, 40)"
+    )
+
+
+def test_a_network_config_naming_an_unknown_runtime_or_another_runtimes_setting_does_not_load(tmp_path):
+    repository = write_repository("embedded", tmp_path / "repo")
+    localizer, detector = (repository / model / "config.pbtxt" for model in (LOCALIZER_MODEL, DETECTOR_MODEL))
+    with localizer.open("a", encoding="utf-8") as config:
+        config.write('parameters { key: "runtime", value: { string_value: "openvnio" } }\n')
+    with detector.open("a", encoding="utf-8") as config:  # keeps memory_arena, ONNX Runtime's
+        config.write('parameters { key: "runtime", value: { string_value: "openvino" } }\n')
+    with pytest.raises(ServerStartError) as error, EmbeddedServer(repository):
+        pass
+    lines = str(error.value).splitlines()
+    assert lines[0] == "tritonserver exited while starting:"
+    assert sorted(lines[1:3]) == [
+        "spine_localizer (version 1): Internal: ValueError: spine_localizer: the runtime parameter: unknown "
+        "runtime 'openvnio': expected one of onnxruntime, openvino",
+        "vertebra_detector (version 1): Internal: ValueError: vertebra_detector: the memory_arena parameter "
+        "is ONNX Runtime's, true or false; got 'false' with runtime 'openvino'",
+    ]

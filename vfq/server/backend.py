@@ -46,6 +46,7 @@ from vfq.tensors import (
     GENANT_GRADE_OUTPUT,
     GRID_TENSOR,
     LOCALIZER_OUTPUT,
+    NETWORK_INPUT_MULTIPLE,
     NOT_ASSESSABLE_OUTPUT,
     SPACING_INPUT,
     STRAIGHTEN_STATUS,
@@ -272,6 +273,7 @@ class NetworkModel(PythonStep):
     def setup(self, args: dict[str, str]) -> None:
         self.inputs = tuple(tensor["name"] for tensor in self.config["input"])
         self.output_names = [tensor["name"] for tensor in self.config["output"]]
+        self.multiple = NETWORK_INPUT_MULTIPLE[self.inputs[0]]
         self.load(args)
 
     def load(self, args: dict[str, str]) -> None:
@@ -284,28 +286,54 @@ class NetworkModel(PythonStep):
         tensor = arrays[self.inputs[0]]
         if tensor.dtype != np.float32 or not np.isfinite(tensor).all():
             raise InputError(f"{self.inputs[0]} must be finite float32")
+        # Checked here, not left to the runtime: ONNX Runtime fails deep inside the graph, and OpenVINO
+        # 2026.4 answered a 100-voxel axis with the previous request's outputs.
+        if any(n == 0 or n % self.multiple for n in tensor.shape[2:]):
+            raise InputError(
+                f"{self.inputs[0]}'s spatial sizes must be positive multiples of {self.multiple}, got shape "
+                f"{tuple(tensor.shape)}"
+            )
         return dict(zip(self.output_names, self.infer(tensor)))
 
 
 class OnnxNetworkModel(NetworkModel):
-    """The embedded target's networks: ``1/model.onnx`` on ONNX Runtime (CPU).
+    """The embedded target's networks: ``1/model.onnx`` on a CPU runtime (:mod:`vfq.runtime`).
 
-    Config parameters: ``intra_op_threads`` (:data:`vfq.runtime.SERVED_THREADS_PARAMETER`; default
-    :data:`vfq.runtime.SERVED_THREADS`), ``memory_arena`` (``"true"``, the default, or ``"false"``:
-    :class:`vfq.runtime.OnnxRunner`).
+    Config parameters: ``runtime`` (:data:`vfq.runtime.SERVED_RUNTIME_PARAMETER`: ``onnxruntime``,
+    the default, or ``openvino``), ``intra_op_threads`` (:data:`vfq.runtime.SERVED_THREADS_PARAMETER`;
+    default :data:`vfq.runtime.SERVED_THREADS`), and for ONNX Runtime ``memory_arena`` (``"true"``,
+    the default, or ``"false"``: :class:`vfq.runtime.OnnxRunner`).
     """
 
     def load(self, args: dict[str, str]) -> None:
-        from vfq.runtime import SERVED_THREADS, SERVED_THREADS_PARAMETER, OnnxRunner
+        from vfq.runtime import (
+            DEFAULT_RUNTIME,
+            SERVED_RUNTIME_PARAMETER,
+            SERVED_THREADS,
+            SERVED_THREADS_PARAMETER,
+            checked_runtime,
+            cpu_runner,
+        )
 
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        arena = self.parameters.get("memory_arena", "true")
-        if arena not in ("true", "false"):
-            raise ValueError(f"{self.step}: the memory_arena parameter must be true or false, got {arena!r}")
-        self.runner = OnnxRunner(
+        try:
+            runtime = checked_runtime(self.parameters.get(SERVED_RUNTIME_PARAMETER, DEFAULT_RUNTIME))
+        except ValueError as e:
+            raise ValueError(f"{self.step}: the {SERVED_RUNTIME_PARAMETER} parameter: {e}") from None
+        options = {}
+        if "memory_arena" in self.parameters:
+            arena = self.parameters["memory_arena"]
+            if runtime != "onnxruntime" or arena not in ("true", "false"):
+                raise ValueError(
+                    f"{self.step}: the memory_arena parameter is ONNX Runtime's, true or false; "
+                    f"got {arena!r} with runtime {runtime!r}"
+                )
+            options["memory_arena"] = arena == "true"
+        self.runner = cpu_runner(
             path,
+            runtime,
             threads=int(self.parameters.get(SERVED_THREADS_PARAMETER, SERVED_THREADS)),
-            memory_arena=arena == "true",
+            **options,
         )
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(

@@ -32,6 +32,7 @@ import ctypes.util
 import http.client
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,6 +65,16 @@ TCMALLOC_LIBRARIES = ("tcmalloc_minimal", "tcmalloc")
 
 class ServerStartError(VfqError):
     """The embedded server could not be started (binary missing, port taken, a model failed to load)."""
+
+
+#: Triton's log line for a model that did not load: the model, its version, the first line of why.
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version (\d+): (.*?)(?:\\n|\"?$)", re.MULTILINE)
+
+
+def load_failures(log: str) -> list[str]:
+    """``"model (version N): why"`` for each model Triton's ``log`` says failed to load — the first
+    line of the reason (a python step's exception, without its traceback)."""
+    return [f"{model} (version {version}): {why}" for model, version, why in _LOAD_FAILURE.findall(log)]
 
 
 def triton_home() -> Path:
@@ -254,7 +265,8 @@ class EmbeddedServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise ServerStartError(f"tritonserver exited while starting:\n{self.log_tail()}")
+                failures = "".join(f"{line}\n" for line in load_failures(self.log_text()))
+                raise ServerStartError(f"tritonserver exited while starting:\n{failures}{self.log_tail()}")
             if all(_answers_ok(url) for url in checks):
                 return
             time.sleep(0.25)
