@@ -217,15 +217,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "write":
-            write_repository(
-                args.target,
-                args.out,
-                args.source,
-                args.step_instances,
-                args.network_threads,
-                args.network_instances,
-                args.network_runtime,
-            )
+            try:
+                write_repository(
+                    args.target,
+                    args.out,
+                    args.source,
+                    args.step_instances,
+                    args.network_threads,
+                    args.network_instances,
+                    args.network_runtime,
+                )
+            except ValueError as error:  # options that do not fit together or the target
+                parser.error(str(error))
             print(f"wrote the {args.target} repository to {args.out}")
             return 0
         from vfq.export import tensorrt_plans

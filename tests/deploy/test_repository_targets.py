@@ -183,3 +183,26 @@ def test_a_runtime_is_refused_where_the_python_backend_does_not_run_the_networks
     with pytest.raises(ValueError, match="unknown runtime 'tvm': expected one of onnxruntime, openvino"):
         write_repository("embedded", tmp_path / "repo", network_runtime="tvm")
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--target", "gpu", "--network-threads", "2"],
+            "the gpu target runs one instance of each TensorRT plan",
+        ),
+        (["--target", "embedded", "--network-instances", "0"], "network_instances must be >= 1, got 0"),
+        (
+            ["--target", "cpu-container", "--network-runtime", "openvino"],
+            "the cpu-container target serves them",
+        ),
+    ],
+)
+def test_the_command_refuses_options_that_do_not_fit_with_a_usage_error(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["write", "--out", str(tmp_path / "repo"), *options])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "vfq-repository: error: " in err and message in err
+    assert not (tmp_path / "repo").exists()
