@@ -2,7 +2,7 @@
 
 ::
 
-    vfq analyze PATH... --out DIR [--url HOST:PORT] [--timeout S] [--wait S]
+    vfq analyze PATH... --out DIR [--url HOST:PORT] [--timeout S] [--wait S] [--jobs N]
                         [--shared-memory] [--compression gzip|deflate] [--force]
                         [--fracture-threshold 0.20|0.25] [--min-report-grade 0-3] [--dicom-sr]
     vfq serve ...       the embedded Triton server (vfq.server.embedded)
@@ -16,7 +16,8 @@
 :class:`~vfq.client.errors.DicomSourceError` before any request. ``--fracture-threshold`` and
 ``--min-report-grade`` set the operating point (:mod:`vfq.client.operating_point`), recorded in every
 output. A study is skipped unless ``--force`` when its ``report.json`` exists at the same operating
-point, with the DICOM files if they are asked for.
+point, with the DICOM files if they are asked for. ``--jobs N`` keeps N studies in flight, each on its
+own connection (and shared-memory region), so that the server works on one while the next is read.
 The server URL is ``--url``, else the environment variable ``VFQ_URL``, else ``127.0.0.1:8001``.
 
 Exit codes:
@@ -36,9 +37,13 @@ import importlib
 import json
 import logging
 import os
+import queue
 import re
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -243,8 +248,6 @@ def _rebuild_csv(out_dir: Path) -> Path:
 
 
 def _analyze_command(args: argparse.Namespace) -> int:
-    from tqdm import tqdm  # the progress bar is the CLI's alone
-
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,29 +269,65 @@ def _analyze_command(args: argparse.Namespace) -> int:
         else:
             outcomes[name] = _Outcome(name, f"skipped ({REPORT_NAME} exists)", done)
 
-    code = EXIT_OK
     if todo:
-        with VfqClient(
-            args.url,
-            timeout_s=args.timeout,
-            shared_memory=args.shared_memory,
-            compression=args.compression,
-            tls=args.tls,
-        ) as client:
-            client.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
-            with tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None) as bar:
-                for path, name in todo:
-                    bar.set_postfix_str(name)
-                    outcome = _analyze_study(client, request, path, out_dir / name, name, bar.write)
-                    outcomes[name] = outcome
-                    bar.update()
-                    if outcome.failed:
-                        code = EXIT_SERVER if outcome.stop else EXIT_FAILED
-                    if outcome.stop:
-                        break
+        outcomes.update(_analyze_studies(args, request, todo, out_dir))
+    failures = [o for o in outcomes.values() if o.failed]
+    code = EXIT_SERVER if any(o.stop for o in failures) else EXIT_FAILED if failures else EXIT_OK
     _rebuild_csv(out_dir)
     _print_summary([outcomes.get(name, _Outcome(name, "not run")) for name in names])
     return code
+
+
+def _analyze_studies(
+    args: argparse.Namespace, request: _Request, todo: Sequence[tuple[str, str]], out_dir: Path
+) -> dict[str, _Outcome]:
+    """Analyse ``todo`` (path, study name) with ``args.jobs`` studies in flight, one client each;
+    after a server error no further study is started (those left have no outcome)."""
+    from tqdm import tqdm  # the progress bar is the CLI's alone
+
+    clients: queue.SimpleQueue[VfqClient] = queue.SimpleQueue()
+    stop = threading.Event()
+    outcomes: dict[str, _Outcome] = {}
+    with ExitStack() as stack:  # left in reverse: no new study, the running ones end, clients, bar
+        bar = stack.enter_context(tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None))
+        for _ in range(args.jobs):
+            clients.put(
+                stack.enter_context(
+                    VfqClient(
+                        args.url,
+                        timeout_s=args.timeout,
+                        shared_memory=args.shared_memory,
+                        compression=args.compression,
+                        tls=args.tls,
+                    )
+                )
+            )
+        first = clients.get()
+        first.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
+        clients.put(first)
+
+        def analyze(path: str, name: str) -> _Outcome | None:
+            if stop.is_set():
+                return None
+            client = clients.get()
+            try:
+                bar.set_postfix_str(name)
+                outcome = _analyze_study(client, request, path, out_dir / name, name, bar.write)
+            finally:
+                clients.put(client)
+            if outcome.stop:
+                stop.set()
+            return outcome
+
+        pool = stack.enter_context(ThreadPoolExecutor(args.jobs, thread_name_prefix="vfq-study"))
+        stack.callback(stop.set)
+        futures = {pool.submit(analyze, path, name): name for path, name in todo}
+        for future in as_completed(futures):
+            outcome = future.result()
+            if outcome is not None:
+                outcomes[futures[future]] = outcome
+                bar.update()
+    return outcomes
 
 
 def _analyze_study(
@@ -348,6 +387,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``vfq`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -391,6 +440,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="S",
         help="how long to wait for the server and model to be ready, in seconds (default: 30)",
+    )
+    analyze.add_argument(
+        "--jobs",
+        type=_positive_count,
+        default=1,
+        metavar="N",
+        help=(
+            "studies in flight at once, each on its own connection (default: 1). As many as the server's "
+            "network instances (2 in the shipped repositories) keep it busy while the next study is "
+            "read; each job holds one CT in memory"
+        ),
     )
     analyze.add_argument(
         "--shared-memory",

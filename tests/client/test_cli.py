@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -238,6 +239,61 @@ def test_a_server_gone_mid_batch_stops_it_with_exit_3(tmp_path, capsys, stand_in
     assert (out / "first" / cli.REPORT_NAME).is_file() and (out / cli.CSV_NAME).is_file()
 
 
+class SlowStandIn(StandInClient):
+    """Takes 0.2 s a study (a server that is gone answers at once) and counts how many studies are
+    in flight at once."""
+
+    analysed: ClassVar[list[str]] = []
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+
+    def analyze(self, path: str) -> StudyResult:
+        with SlowStandIn.lock:
+            SlowStandIn.in_flight += 1
+            SlowStandIn.most_in_flight = max(SlowStandIn.most_in_flight, SlowStandIn.in_flight)
+        try:
+            if not Path(path).name.startswith("gone"):
+                time.sleep(0.2)
+            return super().analyze(path)
+        finally:
+            with SlowStandIn.lock:
+                SlowStandIn.in_flight -= 1
+
+
+@pytest.fixture
+def slow_stand_in(monkeypatch):
+    monkeypatch.setattr(cli, "VfqClient", SlowStandIn)
+    StandInClient.analysed, StandInClient.closed = [], 0
+    SlowStandIn.in_flight = SlowStandIn.most_in_flight = 0
+    return SlowStandIn
+
+
+def test_jobs_keep_that_many_studies_in_flight_each_on_its_own_client(tmp_path, capsys, slow_stand_in):
+    out = tmp_path / "out"
+    paths = [f"in/chest{i}.nii.gz" for i in range(5)] + ["in/mr_head"]
+    assert run(["analyze", *paths, "--out", str(out), "--jobs", "2"]) == cli.EXIT_FAILED
+    assert slow_stand_in.most_in_flight == 2 and StandInClient.closed == 2
+    assert sorted(Path(p).name for p in StandInClient.analysed) == sorted(Path(p).name for p in paths)
+    assert all((out / f"chest{i}" / cli.REPORT_NAME).is_file() for i in range(5))
+    assert json.loads((out / "mr_head" / cli.ERROR_NAME).read_text())["type"] == "NotCTError"
+    summary = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in summary[1:]] == [f"chest{i}" for i in range(5)] + ["mr_head"]
+    with (out / cli.CSV_NAME).open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == 5 * 3
+
+
+def test_with_jobs_a_server_gone_starts_no_further_study(tmp_path, capsys, slow_stand_in):
+    out = tmp_path / "out"
+    paths = ["in/gone.nii.gz", "in/first.nii.gz"] + [f"in/later{i}.nii.gz" for i in range(4)]
+    assert run(["analyze", *paths, "--out", str(out), "--jobs", "2"]) == cli.EXIT_SERVER
+    # the two started together finish; none of those queued behind them starts
+    assert sorted(Path(p).name for p in StandInClient.analysed) == ["first.nii.gz", "gone.nii.gz"]
+    summary = capsys.readouterr().out
+    assert summary.count("not run") == 4 and "batch stopped" in summary
+    assert (out / "first" / cli.REPORT_NAME).is_file()
+
+
 # ---------------------------------------------------------------------- the operating point and DICOM SR
 
 
@@ -295,6 +351,8 @@ def test_usage_errors_are_exit_2(tmp_path, capsys):
         run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--fracture-threshold", "0.3"]) == cli.EXIT_USAGE
     )
     assert run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--min-report-grade", "4"]) == cli.EXIT_USAGE
+    assert run(["analyze", "ct.nii.gz", "--out", str(tmp_path), "--jobs", "0"]) == cli.EXIT_USAGE
+    assert "argument --jobs: must be at least 1, got 0" in capsys.readouterr().err
     blocked = tmp_path / "file"
     blocked.write_text("")
     assert run(["analyze", "ct.nii.gz", "--out", str(blocked / "sub")]) == cli.EXIT_USAGE

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vfq.client import VfqClient
+from vfq.client.cli import load_report
 from vfq.client.cli import main as vfq_main
 from vfq.client.results import StudyResult
 from vfq.io import read_ct
@@ -84,3 +85,15 @@ def test_a_batch_goes_on_past_failures_and_a_rerun_skips_what_is_done(
     mtime = (out / "abdomen" / "report.json").stat().st_mtime_ns
     assert vfq_main(["analyze", *studies, "--url", server.grpc_url, "--out", str(out)]) == 1
     assert (out / "abdomen" / "report.json").stat().st_mtime_ns == mtime
+
+
+def test_a_batch_with_two_jobs_over_shared_memory_writes_each_study_right(
+    server, phantom_files, in_process, tmp_path
+):
+    studies = [phantom_files["nifti"], phantom_files["dicom"]]
+    out = tmp_path / "results"
+    options = ["--url", server.grpc_url, "--out", str(out), "--jobs", "2", "--shared-memory"]
+    assert vfq_main(["analyze", *map(str, studies), *options]) == 0
+    for path, name in zip(studies, ["abdomen", "abdomen_dicom"]):
+        ct = read_ct(path)
+        assert_study_equals_in_process(load_report(out / name), ct, in_process.analyze(ct))
