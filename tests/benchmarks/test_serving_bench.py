@@ -4,6 +4,7 @@ JSON and from Prometheus text, the regression comparison and the README markers.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -148,6 +149,15 @@ def test_readme_markers_are_replaced_between_them_only() -> None:
     )
     with pytest.raises(ValueError):
         bench.replace_marked("no markers", "x")
+
+
+def test_the_recorded_results_say_what_the_networks_ran_on() -> None:
+    recorded = json.loads((BENCH_FILE.parent / "results" / "latest.json").read_text(encoding="utf-8"))
+    recorded["settings"].pop("network_runtime", None)  # as files recorded before the runtime was
+    head = bench.readme_block(recorded).splitlines()[0]
+    assert head.endswith(f"networks on onnxruntime; n = {recorded['settings']['repeats']}.")
+    recorded["settings"]["network_runtime"] = "openvino"
+    assert "; networks on openvino; n = " in bench.readme_block(recorded).splitlines()[0]
 
 
 def test_milliseconds_for_tables() -> None:
