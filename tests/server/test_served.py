@@ -158,6 +158,9 @@ def openvino_server(tmp_path_factory):
 def test_served_on_openvino_the_result_equals_the_in_process_pipeline_on_onnx_runtime(
     openvino_server, phantom, reference
 ):
+    log = openvino_server.log_text()
+    assert "spine_localizer: openvino, 1 thread(s) per instance" in log
+    assert "vertebra_detector: openvino, 1 thread(s) per instance" in log
     outputs = infer(openvino_server.grpc_url, phantom.ct.array, phantom.ct.geometry.spacing)
     assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [b""]
     assert_equals_in_process(outputs, reference, phantom.ct.geometry)
@@ -165,7 +168,9 @@ def test_served_on_openvino_the_result_equals_the_in_process_pipeline_on_onnx_ru
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_a_network_called_directly_with_a_grid_it_cannot_halve_is_refused(runtime, server, openvino_server):
-    url = {"onnxruntime": server, "openvino": openvino_server}[runtime].grpc_url
+    running = {"onnxruntime": server, "openvino": openvino_server}[runtime]
+    assert f"spine_localizer: {runtime}, 1 thread(s) per instance" in running.log_text()
+    url = running.grpc_url
 
     def localizer_input(shape: tuple[int, ...]) -> grpcclient.InferInput:
         tensor = grpcclient.InferInput(LOCALIZER_INPUT, list(shape), "FP32")

@@ -329,12 +329,9 @@ class OnnxNetworkModel(NetworkModel):
                     f"got {arena!r} with runtime {runtime!r}"
                 )
             options["memory_arena"] = arena == "true"
-        self.runner = cpu_runner(
-            path,
-            runtime,
-            threads=int(self.parameters.get(SERVED_THREADS_PARAMETER, SERVED_THREADS)),
-            **options,
-        )
+        threads = int(self.parameters.get(SERVED_THREADS_PARAMETER, SERVED_THREADS))
+        self.runner = cpu_runner(path, runtime, threads=threads, **options)
+        pb_utils.Logger.log_info(f"{self.step}: {runtime}, {threads} thread(s) per instance")
         if self.inputs != (self.runner.input_name,) or self.output_names != self.runner.output_names:
             raise RuntimeError(
                 f"{path}: the ONNX model's tensors {[self.runner.input_name]} → {self.runner.output_names} "
