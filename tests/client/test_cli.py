@@ -285,9 +285,9 @@ def test_jobs_keep_that_many_studies_in_flight_each_on_its_own_client(tmp_path, 
 
 def test_with_jobs_a_server_gone_starts_no_further_study(tmp_path, capsys, slow_stand_in):
     out = tmp_path / "out"
-    paths = ["in/gone.nii.gz", "in/first.nii.gz"] + [f"in/later{i}.nii.gz" for i in range(4)]
+    # "first" (0.2 s) is taken first, so "gone" (at once) is the other job's: both start, then none
+    paths = ["in/first.nii.gz", "in/gone.nii.gz"] + [f"in/later{i}.nii.gz" for i in range(4)]
     assert run(["analyze", *paths, "--out", str(out), "--jobs", "2"]) == cli.EXIT_SERVER
-    # the two started together finish; none of those queued behind them starts
     assert sorted(Path(p).name for p in StandInClient.analysed) == ["first.nii.gz", "gone.nii.gz"]
     summary = capsys.readouterr().out
     assert summary.count("not run") == 4 and "batch stopped" in summary
