@@ -282,6 +282,27 @@ def test_synthetic_series_round_trip(tmp_path: Path) -> None:
     np.testing.assert_allclose(ct.geometry.direction, np.eye(3), atol=1e-12)
 
 
+def test_a_series_stored_rle_lossless_reads_the_same_hu_and_geometry(tmp_path: Path) -> None:
+    """Archives often hold compressed series: RLE Lossless here (pydicom's own encoder); the real
+    series above is JPEG 2000 lossless."""
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    slices = ramp_slices(4, shape=(24, 20))
+    slices[1][3, 4], slices[2][5, 6] = 1500, -3000
+    write_dicom_series(tmp_path / "plain", slices)
+    (tmp_path / "rle").mkdir()
+    for path in sorted((tmp_path / "plain").iterdir()):
+        dataset = pydicom.dcmread(path)
+        dataset.compress(RLELossless)
+        dataset.save_as(tmp_path / "rle" / path.name)
+    assert pydicom.dcmread(tmp_path / "rle" / "slice000.dcm").file_meta.TransferSyntaxUID == RLELossless
+    plain, rle = read_ct(tmp_path / "plain"), read_ct(tmp_path / "rle")
+    np.testing.assert_array_equal(rle.array, np.stack(slices))
+    assert rle.geometry.spacing == plain.geometry.spacing
+    np.testing.assert_array_equal(rle.geometry.origin, plain.geometry.origin)
+
+
 def test_synthetic_series_stores_rescaled_values(tmp_path: Path) -> None:
     """The round trip above goes through the rescale: the stored values are HU + 1024."""
     write_dicom_series(tmp_path, [np.full((6, 7), -1024, np.int16)] * 2, rescale=(1.0, -1024.0))
