@@ -290,21 +290,19 @@ def _analyze_studies(
     outcomes: dict[str, _Outcome] = {}
     with ExitStack() as stack:  # left in reverse: no new study, the running ones end, clients, bar
         bar = stack.enter_context(tqdm(total=len(todo), unit="study", file=sys.stderr, disable=None))
-        for _ in range(args.jobs):
-            clients.put(
-                stack.enter_context(
-                    VfqClient(
-                        args.url,
-                        timeout_s=args.timeout,
-                        shared_memory=args.shared_memory,
-                        compression=args.compression,
-                        tls=args.tls,
-                    )
+        for job in range(args.jobs):
+            client = stack.enter_context(
+                VfqClient(
+                    args.url,
+                    timeout_s=args.timeout,
+                    shared_memory=args.shared_memory,
+                    compression=args.compression,
+                    tls=args.tls,
                 )
             )
-        first = clients.get()
-        first.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
-        clients.put(first)
+            if job == 0:
+                client.wait_ready(args.wait)  # SERVER_ERRORS end the command with EXIT_SERVER in main()
+            clients.put(client)
 
         def analyze(path: str, name: str) -> _Outcome | None:
             if stop.is_set():

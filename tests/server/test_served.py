@@ -158,9 +158,7 @@ def openvino_server(tmp_path_factory):
 def test_served_on_openvino_the_result_equals_the_in_process_pipeline_on_onnx_runtime(
     openvino_server, phantom, reference
 ):
-    log = openvino_server.log_text()
-    assert "spine_localizer: openvino, 1 thread(s) per instance" in log
-    assert "vertebra_detector: openvino, 1 thread(s) per instance" in log
+    assert "vertebra_detector: openvino, 1 thread(s) per instance" in openvino_server.log_text()
     outputs = infer(openvino_server.grpc_url, phantom.ct.array, phantom.ct.geometry.spacing)
     assert outputs[NOT_ASSESSABLE_OUTPUT].tolist() == [b""]
     assert_equals_in_process(outputs, reference, phantom.ct.geometry)
