@@ -1,12 +1,17 @@
 """The arithmetic of benchmarks/serving_bench.py: percentiles, counter deltas from Triton's statistics
-JSON and from Prometheus text, the regression comparison and the README markers. No server."""
+JSON and from Prometheus text, the regression comparison, the README markers and the memory of a
+process tree. No server."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -196,3 +201,83 @@ def test_requests_counted_waits_for_the_slowest_counter() -> None:
         steps_done.triton, bench.step_metric_counters(_metrics(1.5, localizer_count=5, preprocess_count=4))
     )
     assert bench.requests_counted(before, all_done) == 1
+
+
+#: A process that maps 64 MiB of shared memory and writes it, forks one child that reads it, and says
+#: "ready" once both hold every page.
+_SHARED_TREE = """
+import mmap, os, sys, time
+size = 64 << 20
+shared = mmap.mmap(-1, size)  # anonymous, MAP_SHARED: the child keeps the same pages
+shared.write(b"\\x01" * size)
+read, write = os.pipe()
+if os.fork() == 0:
+    bytes(memoryview(shared)[::mmap.PAGESIZE])  # reads a byte of each page: the child maps them all
+    os.write(write, b"x")
+    time.sleep(60)
+    os._exit(0)
+os.read(read, 1)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_tree_memory_counts_shared_pages_once_in_pss() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _SHARED_TREE], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
+            assert len(bench.process_tree(parent.pid)) == 2
+            rss_kib, anon_kib = bench.tree_memory_kib(parent.pid)
+            pss_kib = bench.tree_pss_kib(parent.pid)
+            with bench.MemorySampler(parent.pid, period_s=0.05) as sampler:
+                time.sleep(0.3)
+        finally:
+            os.killpg(parent.pid, signal.SIGKILL)  # the parent and its child
+    shared_kib = 64 << 10
+    # each of the two processes maps the 64 MiB: RSS counts them twice, PSS once
+    assert rss_kib >= 2 * shared_kib
+    assert shared_kib <= pss_kib < shared_kib + (24 << 10)
+    assert rss_kib - pss_kib >= shared_kib - (8 << 10)
+    # shared memory is not anonymous private heap
+    assert anon_kib < shared_kib
+    # the sampler's peaks, in MiB: the same figures
+    assert sampler.peak_rss_mib == pytest.approx(rss_kib / 1024, rel=0.05)
+    assert sampler.peak_pss_mib == pytest.approx(pss_kib / 1024, rel=0.05)
+    assert sampler.peak_anon_mib == pytest.approx(anon_kib / 1024, rel=0.2)
+
+
+def _level(transport: str, threads: int, throughput: float, pss_mib: float) -> object:
+    return bench.ConcurrencyLevel(
+        threads=threads,
+        transport=transport,
+        requests=4 * threads,
+        errors=0,
+        wall_s=1.0,
+        throughput_per_s=throughput,
+        latency_s=None,
+        queue_s=0.0,
+        peak_rss_mib=2 * pss_mib,
+        peak_pss_mib=pss_mib,
+        peak_anon_mib=pss_mib / 2,
+    )
+
+
+def test_memory_target_takes_the_largest_growth_over_the_sweeps() -> None:
+    sweep = [
+        _level("grpc+shm", 1, 1.7, 6900.0),
+        _level("grpc+shm", 2, 3.1, 7000.0),
+        _level("grpc+shm", 8, 3.2, 7400.0),
+        _level("grpc", 8, 2.2, 9100.0),  # listed before its 1-client level: sorted by clients
+        _level("grpc", 1, 1.3, 7000.0),
+    ]
+    targets = {t.name: t for t in bench.check_targets([], [], sweep)}
+    memory = targets["server memory (PSS) at most / at 1 client"]
+    assert memory.value == pytest.approx(1.3)
+    assert memory.verdict == "MISS"
+    assert targets["throughput at 2 / at 1 client"].value == pytest.approx(3.1 / 1.7)
+    assert targets["throughput at 8 / best below"].value == pytest.approx(3.2 / 3.1)
+    within = {t.name: t for t in bench.check_targets([], [], sweep[:3])}
+    assert within["server memory (PSS) at most / at 1 client"].verdict == "PASS"
+    assert within["serving overhead, shm"].verdict == "n/a"  # no latency measured
