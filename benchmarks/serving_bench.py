@@ -755,17 +755,7 @@ def tree_memory_kib(root: int) -> tuple[int, int]:
     """Sum of ``VmRSS`` and of ``RssAnon`` (KiB) over the process tree of ``root``, from
     ``/proc/<pid>/status`` (cheap: about 0.3 ms for the server's tree). A page that n processes map
     (the python backend's shared memory) counts n times in ``VmRSS``."""
-    rss = anon = 0
-    for pid in process_tree(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                rss += int(line.split()[1])
-            elif line.startswith("RssAnon:"):
-                anon += int(line.split()[1])
+    rss, anon = _tree_sum_kib(root, "status", ("VmRSS", "RssAnon"))
     return rss, anon
 
 
@@ -774,16 +764,23 @@ def tree_pss_kib(root: int) -> int:
     page that n processes map counts 1/n in each, so the sum is what the tree holds. Costly — the
     kernel walks every mapping, 12 ms for the idle server's tree, holding each process's memory map
     lock meanwhile —, so :class:`MemorySampler` reads it only when the RSS grows."""
-    pss = 0
+    return _tree_sum_kib(root, "smaps_rollup", ("Pss",))[0]
+
+
+def _tree_sum_kib(root: int, proc_file: str, keys: Sequence[str]) -> list[int]:
+    """Per key, the sum over the process tree of ``root`` of the ``key: N kB`` lines of
+    ``/proc/<pid>/<proc_file>``; a process that exits meanwhile counts 0."""
+    totals = dict.fromkeys(keys, 0)
     for pid in process_tree(root):
         try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8")
+            text = Path(f"/proc/{pid}/{proc_file}").read_text(encoding="utf-8")
         except OSError:
             continue
-        for line in rollup.splitlines():
-            if line.startswith("Pss:"):
-                pss += int(line.split()[1])
-    return pss
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key in totals:
+                totals[key] += int(value.split()[0])
+    return [totals[key] for key in keys]
 
 
 class MemorySampler:
