@@ -152,7 +152,7 @@ def write_repository(
         if network_runtime is not None and model in NETWORKS:
             config.parameters[SERVED_RUNTIME_PARAMETER].string_value = network_runtime
             if network_runtime != DEFAULT_RUNTIME:
-                del config.parameters["memory_arena"]  # ONNX Runtime's own setting
+                config.parameters.pop("memory_arena", None)  # ONNX Runtime's own setting
             changes.append(f"the networks on {network_runtime}")
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)

@@ -174,6 +174,10 @@ def test_the_embedded_networks_get_the_runtime_asked_for_and_nothing_else_change
             assert "runtime" not in default.parameters
             assert default.parameters.pop("memory_arena").string_value == "false"  # ONNX Runtime's own
         assert written == default, model
+    # an OpenVINO repository as the source (it has no memory_arena to drop) gives the same again
+    again = write_repository("embedded", tmp_path / "again", source=out, network_runtime="openvino")
+    for model in NETWORKS:
+        assert load_config(again / model / "config.pbtxt") == load_config(out / model / "config.pbtxt")
 
 
 @pytest.mark.parametrize("target", ["cpu-container", "gpu"])
