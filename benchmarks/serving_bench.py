@@ -53,6 +53,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from vfq.client import StudyResult, VfqClient
+from vfq.hugepages import relaunch_with_hugepages
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
 from vfq.pipeline import Analysis, analyze
 from vfq.runtime import DEFAULT_RUNTIME, SERVED_RUNTIME_PARAMETER, SERVED_THREADS, SERVED_THREADS_PARAMETER
@@ -1420,7 +1421,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.model_repository, log=args.out / "tritonserver.log", allocator=args.allocator
     ) as server:
         assert server.process is not None
-        print(f"server allocator: {server.preload or 'glibc malloc'}")
+        print(
+            f"server allocator: {server.preload or 'glibc malloc'}; this process (client, in-process "
+            f"pipeline): {os.environ.get('LD_PRELOAD') or 'glibc malloc'}, "
+            f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES') or '(none)'}"
+        )
         probe = ServerProbe(server.grpc_url, server.metrics_url)
         triton_version = probe.triton_version()
         runtime, threads = probe.network_settings()
@@ -1480,6 +1485,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_allocator": server.preload or "glibc malloc",
             "network_runtime": runtime,
             "in_process_allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
+            "client_glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         },
         "compute": compute,
         "read_s": read_s,
@@ -1523,6 +1529,8 @@ def report_comparison(results: Mapping[str, Any], baseline_path: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # run as a program: its client side as the vfq command runs (vfq.hugepages)
+        relaunch_with_hugepages()
     args = parse_args(argv)
     results = run(args)
     path = args.out / "results.json"
