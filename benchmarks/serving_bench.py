@@ -53,7 +53,6 @@ import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from vfq.client import StudyResult, VfqClient
-from vfq.hugepages import relaunch_with_hugepages
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
 from vfq.pipeline import Analysis, analyze
 from vfq.runtime import DEFAULT_RUNTIME, SERVED_RUNTIME_PARAMETER, SERVED_THREADS, SERVED_THREADS_PARAMETER
@@ -1529,8 +1528,6 @@ def report_comparison(results: Mapping[str, Any], baseline_path: Path) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # run as a program: its client side as the vfq command runs (vfq.hugepages)
-        relaunch_with_hugepages()
     args = parse_args(argv)
     results = run(args)
     path = args.out / "results.json"
