@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "export" / "weights"
@@ -132,21 +133,6 @@ class CudaShmCaller:
         self.client.unregister_cuda_shared_memory(self.name)
         self.cudashm.destroy_shared_memory_region(self.handle)
         self.client.close()
-
-
-def median_seconds(
-    run: Callable[[], Any], repeats: int, synchronize: Callable[[], None] = lambda: None
-) -> float:
-    """Median wall time (s) of ``run`` over ``repeats`` calls after one warm-up call."""
-    run()
-    synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def phantom_ct():

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
+from timing import median_seconds
 
 from vfq.client import StudyResult, VfqClient
 from vfq.phantoms import Acquisition, FieldOfView, build_anatomy, field_of_view_geometry, render, sample_spec
@@ -435,17 +436,7 @@ def read_times(scan: Scan, cache: Path, repeats: int = 3) -> dict[str, float]:
         write_nifti(scan.ct, files["nii.gz"])
         write_nifti(scan.ct, files["nii"], compress=False)
         write_dicom_series(scan.ct, files["dicom"], PHANTOM_SEED, scan.ct.geometry.spacing[0])
-    return {name: median_time(lambda p=path: read_ct(p), repeats) for name, path in files.items()}
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall-clock seconds of ``repeats`` calls of ``fn``."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return {name: median_seconds(lambda p=path: read_ct(p), repeats) for name, path in files.items()}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,26 +9,14 @@ Run: ``.venv/bin/python benchmarks/straighten_bench.py``
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import numpy as np
+from timing import median_seconds
 
 from vfq.straighten import StraightenedGrid, fit_spine_curve, sagittal_image, straighten
 from vfq.volume import CTVolume, ImageGeometry
 
 TARGET_S = 0.2
 REPEATS = 7
-
-
-def _median_time(fn: Callable[[], object], repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -49,10 +37,11 @@ def main() -> None:
     curve = fit_spine_curve(points)
     grid = StraightenedGrid(n_s=400, n_v=96, n_w=5, step_s_mm=0.7, spacing_v_mm=1.0, spacing_w_mm=1.0)
 
-    straighten(ct, curve, grid)  # warm-up
-    t_straighten = _median_time(lambda: straighten(ct, curve, grid))
-    t_fit = _median_time(lambda: fit_spine_curve(points))
-    t_step = _median_time(lambda: sagittal_image(straighten(ct, fit_spine_curve(points), grid), grid))
+    t_straighten = median_seconds(lambda: straighten(ct, curve, grid), REPEATS)
+    t_fit = median_seconds(lambda: fit_spine_curve(points), REPEATS)
+    t_step = median_seconds(
+        lambda: sagittal_image(straighten(ct, fit_spine_curve(points), grid), grid), REPEATS
+    )
 
     print(f"CT {shape} int16, spacing {spacing} mm; slab {grid.shape}; median of {REPEATS} runs")
     ratio = t_straighten / TARGET_S

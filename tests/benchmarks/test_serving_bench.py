@@ -21,6 +21,8 @@ BENCH_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_bench
 
 
 def _load() -> ModuleType:
+    if str(BENCH_FILE.parent) not in sys.path:  # as when the script runs: its folder on the path
+        sys.path.insert(0, str(BENCH_FILE.parent))
     spec = importlib.util.spec_from_file_location("vfq_serving_bench", BENCH_FILE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -281,3 +283,14 @@ def test_memory_target_takes_the_largest_growth_over_the_sweeps() -> None:
     within = {t.name: t for t in bench.check_targets([], [], sweep[:3])}
     assert within["server memory (PSS) at most / at 1 client"].verdict == "PASS"
     assert within["serving overhead, shm"].verdict == "n/a"  # no latency measured
+
+
+def test_the_timing_rule_warms_up_once_and_takes_the_median(monkeypatch) -> None:
+    timing = sys.modules["timing"]  # benchmarks/timing.py, which the scripts import
+    assert bench.median_seconds is timing.median_seconds
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 25.0])  # timed calls of 3, 1 and 5 s
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
+    calls: list[str] = []
+    result = timing.median_seconds(lambda: calls.append("run"), 3, lambda: calls.append("sync"))
+    assert result == 3.0
+    assert calls == ["run", "sync"] * 4  # the warm-up call is not timed

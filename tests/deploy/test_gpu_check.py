@@ -17,6 +17,8 @@ from vfq.phantoms.generate import FieldOfView
 from vfq.server.embedded import EmbeddedServer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+if str(SCRIPT.parent) not in sys.path:  # as when the script runs: its folder on the path
+    sys.path.insert(0, str(SCRIPT.parent))
 spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
 gpu_check = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = gpu_check  # its dataclasses look their module up
