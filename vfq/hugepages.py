@@ -17,8 +17,8 @@ makes a difference: Linux with glibc ≥ 2.35 whose kernel gives huge pages on r
 ``madvise``, the common default; in mode ``always`` every large block gets them anyway, in
 ``never`` none can). A ``GLIBC_TUNABLES`` that already names the tunable is left as it is, so
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0`` turns this off. A service that imports
-:class:`vfq.client.VfqClient` can set the variable in its own environment; requests interleaved
-with heavy numeric work in the same process did not gain from it (benchmarks/README.md).
+:class:`vfq.client.VfqClient` can set the variable in its own environment; plain-gRPC requests
+interleaved with ONNX Runtime inference in the same process did not gain from it (benchmarks/README.md).
 
 Standard library only: this runs before anything heavy is imported.
 """
