@@ -91,7 +91,7 @@ def relaunch_with_hugepages() -> None:
     the command line is unknown, and carry on as before if the execution fails. Call it before the
     process has started threads or written anything."""
     environment = environment_with_hugepages(os.environ, glibc_version(), thp_mode())
-    if environment is None or not sys.executable or len(sys.orig_argv) < 1:
+    if environment is None or not sys.executable or not sys.orig_argv:
         return
     sys.stdout.flush()
     sys.stderr.flush()
