@@ -18,7 +18,9 @@ makes a difference: Linux with glibc ≥ 2.35 whose kernel gives huge pages on r
 ``never`` none can). A ``GLIBC_TUNABLES`` that already names the tunable is left as it is, so
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=0`` turns this off. A service that imports
 :class:`vfq.client.VfqClient` can set the variable in its own environment; plain-gRPC requests
-interleaved with ONNX Runtime inference in the same process did not gain from it (benchmarks/README.md).
+interleaved with ONNX Runtime inference in the same process did not gain from it. The figures are of
+a virtual machine whose hypervisor takes back free guest memory (free page reporting), where fresh
+pages, huge ones most, are slower to touch than on a host without it (benchmarks/README.md).
 
 Standard library only: this runs before anything heavy is imported.
 """
