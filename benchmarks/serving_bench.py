@@ -1406,6 +1406,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"inputs: {', '.join(f'{s.name} {s.ct.array.shape}' for s in scans)}")
     read_s = read_times(reference, args.out / "inputs")
     compute = {"matmul_flop_per_s_per_core": matmul_flops_per_core(), "copy_bytes_per_s": copy_bandwidth()}
+    # this process's memory allocator and glibc tunables: the client's and the in-process pipeline's
+    client_allocator = os.environ.get("LD_PRELOAD") or "glibc malloc"
+    client_tunables = os.environ.get("GLIBC_TUNABLES")
 
     with EmbeddedServer(
         args.model_repository, log=args.out / "tritonserver.log", allocator=args.allocator
@@ -1413,8 +1416,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         assert server.process is not None
         print(
             f"server allocator: {server.preload or 'glibc malloc'}; this process (client, in-process "
-            f"pipeline): {os.environ.get('LD_PRELOAD') or 'glibc malloc'}, "
-            f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES') or '(none)'}"
+            f"pipeline): {client_allocator}, GLIBC_TUNABLES={client_tunables or '(none)'}"
         )
         probe = ServerProbe(server.grpc_url, server.metrics_url)
         triton_version = probe.triton_version()
@@ -1474,8 +1476,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model_repository": os.path.relpath(server.model_repository, REPO),
             "server_allocator": server.preload or "glibc malloc",
             "network_runtime": runtime,
-            "in_process_allocator": os.environ.get("LD_PRELOAD") or "glibc malloc",
-            "client_glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+            "in_process_allocator": client_allocator,
+            "client_glibc_tunables": client_tunables,
         },
         "compute": compute,
         "read_s": read_s,
