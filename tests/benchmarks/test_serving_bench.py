@@ -131,6 +131,18 @@ def test_comparison_flags_slower_latency_and_lower_throughput() -> None:
     assert [c.figure for c in bench.compare(extra, baseline)] == ["throughput grpc+shm at 2"]
 
 
+def test_a_p50_within_the_baselines_own_spread_is_not_a_regression() -> None:
+    baseline = _results(p50_s=1.0, throughput=2.0)
+    baseline["latency"][0]["latency_s"]["max"] = 1.5  # its slowest request
+    [inside, _] = bench.compare(_results(p50_s=1.45, throughput=2.0), baseline)
+    assert (inside.ratio, inside.regressed) == (pytest.approx(1.45), False)
+    [beyond, _] = bench.compare(_results(p50_s=1.55, throughput=2.0), baseline)
+    assert beyond.regressed
+    del baseline["latency"][0]["latency_s"]["max"]  # a file without the spread: the factor alone
+    [without, _] = bench.compare(_results(p50_s=1.3, throughput=2.0), baseline)
+    assert without.regressed
+
+
 def test_throughputs_are_compared_per_transport_and_old_files_swept_shared_memory() -> None:
     current = _results(p50_s=1.0, throughput=2.0)
     current["concurrency"].append({"threads": 2, "transport": "grpc", "throughput_per_s": 0.5})
