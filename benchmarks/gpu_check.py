@@ -323,6 +323,7 @@ def through_triton(
     with EmbeddedServer(
         repository, log=log, library_threads=variant.library_threads, extra_args=extra_args
     ) as server:
+        result["server_allocator"] = server.preload or "glibc malloc"  # tcmalloc where the host has it
         # every instance answers before anything is timed: a step's first request on a fresh instance
         # (CUDA kernels loaded, buffers faulted in) is not what a running server costs
         with ThreadPoolExecutor(max(CONCURRENCY)) as pool:
