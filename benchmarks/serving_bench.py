@@ -1522,7 +1522,8 @@ def report_comparison(results: Mapping[str, Any], baseline_path: Path) -> bool:
     ]
     print(
         f"\nAgainst {baseline_path} ({baseline['git_commit']}, {baseline['date']}): "
-        f"p50 latency limit ×{LATENCY_REGRESSION}, throughput limit ×{THROUGHPUT_REGRESSION}"
+        f"p50 latency limit ×{LATENCY_REGRESSION} and the recorded slowest request, "
+        f"throughput limit ×{THROUGHPUT_REGRESSION}"
     )
     print(text_table(["figure", "baseline", "now", "ratio", ""], rows))
     return any(c.regressed for c in comparisons)
