@@ -3,7 +3,10 @@
 * ``helm lint`` (which renders every template against the chart's values.yaml and checks it against
   values.schema.json) is clean, with no warning, for each deployment variant;
 * each variant is rendered by a real ``helm install`` against a stub of the Kubernetes API
-  (:mod:`fake_kube_api`; helm-sdkpy has no ``helm template``), and the objects Helm sends are checked;
+  (:mod:`fake_kube_api`; helm-sdkpy has no ``helm template``), and the objects Helm sends are checked:
+  against the API schemas of the oldest and the newest Kubernetes the chart is meant for
+  (kubernetes-validate, strict: a misspelt or misplaced field fails, as the API server would refuse
+  it), and for what each variant must contain;
 * values the schema or the chart's own rules refuse make the install fail.
 """
 
@@ -18,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import helm_sdkpy  # installed by `make setup` (pip --ignore-requires-python, see the Makefile)
+import kubernetes_validate
 import pytest
+import yaml
 from fake_kube_api import FakeKubeApi
 
 from vfq import __version__
@@ -34,6 +39,14 @@ SCHEMA_ERROR = "values don't meet the specifications of the schema"
 #: Where the derived image (Dockerfile) links the NGC image's tcmalloc, and what the chart preloads.
 IMAGE_TCMALLOC = "/opt/vfq/lib/libtcmalloc.so"
 DOCKERFILE = (CHART.parents[1] / "Dockerfile").read_text(encoding="utf-8")
+
+#: The Kubernetes versions whose API every rendered object must satisfy: the oldest the chart accepts
+#: (its Chart.yaml ``kubeVersion``, ">=1.27.0-0") and the newest whose schemas the pinned
+#: kubernetes-validate carries.
+KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")
+#: Kinds of custom resources, whose schemas come with their operator, not with Kubernetes: the
+#: ServiceMonitor (prometheus-operator) is checked by its own test below.
+CUSTOM_KINDS = frozenset({"ServiceMonitor"})
 
 #: The deployment variants of the chart README, as values given to `helm install`.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -250,6 +263,34 @@ def test_values_the_chart_refuses_fail_the_install(kube_api, values, message):
 
 
 # --- what every variant renders ---------------------------------------------------------------------
+
+
+def test_the_oldest_kubernetes_version_checked_is_the_charts_own_lower_bound():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["kubeVersion"] == f">={KUBERNETES_VERSIONS[0]}-0"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_object_is_valid_for_the_kubernetes_api_of_each_version(rendered, variant):
+    release = rendered[variant]
+    objects = release.objects + [yaml.safe_load(hook["manifest"]) for hook in release.hooks]
+    checked = [o for o in objects if o["kind"] not in CUSTOM_KINDS]
+    assert {"Deployment", "Service", "Pod"} <= {o["kind"] for o in checked}  # the helm test pod too
+    for version in KUBERNETES_VERSIONS:
+        for obj in checked:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_api_check_refuses_a_misspelt_or_mistyped_field(rendered):
+    deployment = copy.deepcopy(rendered["gpu"].one("Deployment"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"]["periodSecond"] = 5
+    with pytest.raises(kubernetes_validate.ValidationError, match="periodSecond"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    del container["readinessProbe"]["periodSecond"]
+    container["ports"][0]["containerPort"] = "8001"
+    with pytest.raises(kubernetes_validate.ValidationError, match="'8001' is not of type 'integer'"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
 
 
 def test_the_chart_is_the_vfq_release_on_the_pinned_ngc_image(rendered):
