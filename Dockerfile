@@ -7,7 +7,8 @@
 #   docker run --gpus 1 --shm-size 1g -p 8001:8001 vfq-triton:0.1.0-24.10
 #
 # The first start builds the TensorRT plans on that GPU (the Helm chart does it in an init container,
-# cached on a volume); a plan built elsewhere is refused (vfq-repository check-plans).
+# cached on a volume); a plan built elsewhere is refused (vfq-repository check-plans). Both repositories
+# warm every model instance up with a 300-slice CT before the server reports ready (--warmup-slices).
 ARG TRITON_RELEASE=24.10
 FROM nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3
 
@@ -27,8 +28,8 @@ COPY model_repository/ model_repository/
 
 RUN python3 -m pip install --no-cache-dir -c constraints.txt ".[server]" \
         "tensorrt-cu12==${TENSORRT_VERSION}" "cuda-python>=12.6,<13" "torch==${TORCH_VERSION}" \
-    && vfq-repository write --target gpu --out /opt/vfq/model_repository \
-    && vfq-repository write --target cpu-container --out /opt/vfq/model_repository_cpu \
+    && vfq-repository write --target gpu --out /opt/vfq/model_repository --warmup-slices 300 \
+    && vfq-repository write --target cpu-container --out /opt/vfq/model_repository_cpu --warmup-slices 300 \
     && mkdir -p /plan-cache && chown 1000:1000 /plan-cache
 
 # tcmalloc (the NGC image ships it) at one path for every architecture, preloaded into tritonserver

@@ -16,6 +16,13 @@ the host has one and torch (their ``device`` parameter, ``auto``): the derived s
 torch, so in the gpu target the CT they receive in GPU memory stays there. No torch here: the
 derived server image runs this.
 
+The options of ``vfq-repository write`` change every target alike: instances and threads, the
+embedded networks' runtime, and ``--warmup-slices N``, a warm-up (:func:`warmup_samples`) in which
+Triton sends each instance of preprocess, the localizer, straighten and the detector one request
+shaped as a 512 × 512 × N CT would make it before the model reports ready, so that the first scans
+after a start do not pay for pages the step processes have never touched (shared memory for the CT,
+the copy of it, the networks' first run).
+
 Usage::
 
     vfq-repository write --target gpu --out build/model_repository_gpu
@@ -26,15 +33,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from vfq.preprocess import MAX_SHAPE, localizer_grid
 from vfq.runtime import (
     DEFAULT_RUNTIME,
     RUNTIMES,
@@ -43,7 +53,23 @@ from vfq.runtime import (
     SERVED_THREADS_PARAMETER,
     checked_runtime,
 )
-from vfq.tensors import DETECTOR_MODEL, LOCALIZER_MODEL, PIPELINE_MODEL, PIPELINE_STEPS
+from vfq.tensors import (
+    CT_INPUT,
+    DETECTOR_INPUT,
+    DETECTOR_MODEL,
+    DETECTOR_MULTIPLE,
+    DETECTOR_PIXEL_MM,
+    DETECTOR_WIDTH_PX,
+    LOCALIZER_INPUT,
+    LOCALIZER_MODEL,
+    LOCALIZER_OUTPUT,
+    PIPELINE_MODEL,
+    PIPELINE_STEPS,
+    PREPROCESS_MODEL,
+    SPACING_INPUT,
+    STRAIGHTEN_MODEL,
+)
+from vfq.volume import ImageGeometry
 
 #: The committed repository (the embedded target) of a source checkout.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[1] / "model_repository"
@@ -52,6 +78,13 @@ NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
 PYTHON_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
+
+
+#: The in-plane matrix and spacing ``(z, y, x)`` mm of the CT a warm-up sample is shaped after (that of
+#: the benchmarks' reference scan), and the file in ``<model>/warmup/`` that holds its spacing.
+WARMUP_MATRIX = (512, 512)
+WARMUP_SPACING_MM = (1.0, 0.7, 0.7)
+WARMUP_SPACING_FILE = "spacing"
 
 
 class Target(Enum):
@@ -94,6 +127,44 @@ def network_config(embedded: model_config_pb2.ModelConfig, target: Target) -> mo
     return config
 
 
+def warmup_samples(slices: int) -> dict[str, model_config_pb2.ModelWarmup]:
+    """One warm-up sample per model that takes the CT or a network's input, each shaped as the
+    pipeline shapes a ``slices`` × 512 × 512 CT at 1 × 0.7 × 0.7 mm.
+
+    Every sample must be answered without error, or Triton does not load the model (Triton 2.51):
+    preprocess gets random int16 voxels (Triton's random bytes: about half of them at or below
+    -500 HU, which the CT check takes as air), straighten a CT and a localizer heatmap of zeros (no
+    spine: it answers with that status), the networks zeros. The spacing comes from
+    :data:`WARMUP_SPACING_FILE`.
+    """
+    geometry = ImageGeometry(shape=(slices, *WARMUP_MATRIX), spacing=WARMUP_SPACING_MM)
+    coarse = [1, 1, *localizer_grid(geometry).geometry.shape]
+    # the straightened image of a spine that runs the scan's whole height, in whole row multiples
+    rows = (
+        math.ceil(slices * WARMUP_SPACING_MM[0] / DETECTOR_PIXEL_MM / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE
+    )
+    sample_input = model_config_pb2.ModelWarmup.Input
+    ct = {"data_type": model_config_pb2.TYPE_INT16, "dims": list(geometry.shape)}
+    spacing = sample_input(
+        data_type=model_config_pb2.TYPE_FP32, dims=[3], input_data_file=WARMUP_SPACING_FILE
+    )
+    zeros = {"data_type": model_config_pb2.TYPE_FP32, "zero_data": True}
+    inputs = {
+        PREPROCESS_MODEL: {CT_INPUT: sample_input(**ct, random_data=True), SPACING_INPUT: spacing},
+        LOCALIZER_MODEL: {LOCALIZER_INPUT: sample_input(**zeros, dims=coarse)},
+        STRAIGHTEN_MODEL: {
+            CT_INPUT: sample_input(**ct, zero_data=True),
+            SPACING_INPUT: spacing,
+            LOCALIZER_OUTPUT: sample_input(**zeros, dims=coarse),
+        },
+        DETECTOR_MODEL: {DETECTOR_INPUT: sample_input(**zeros, dims=[1, 1, rows, DETECTOR_WIDTH_PX])},
+    }
+    return {
+        model: model_config_pb2.ModelWarmup(name=f"ct_{slices}_slices", batch_size=1, inputs=tensors)
+        for model, tensors in inputs.items()
+    }
+
+
 def config_text(config: model_config_pb2.ModelConfig, comment: str) -> str:
     """``config.pbtxt`` text with a leading comment."""
     lines = "".join(f"# {line}\n" for line in comment.splitlines())
@@ -108,12 +179,14 @@ def write_repository(
     network_threads: int | None = None,
     network_instances: int | None = None,
     network_runtime: str | None = None,
+    warmup_slices: int | None = None,
 ) -> Path:
     """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
     ``step_instances`` instances of each of the :data:`PYTHON_STEPS`; on the CPU targets,
     ``network_instances`` instances of each of the :data:`NETWORKS` with ``network_threads`` threads
     each; on the embedded target, the networks on ``network_runtime`` (a key of
-    :data:`vfq.runtime.RUNTIMES`). Defaults: as in ``source``."""
+    :data:`vfq.runtime.RUNTIMES`); with ``warmup_slices``, the warm-up of :func:`warmup_samples`.
+    Defaults: as in ``source``."""
     target, out, source = Target(target), Path(out), Path(source)
     for name, count in (
         ("step_instances", step_instances),
@@ -122,6 +195,10 @@ def write_repository(
     ):
         if count is not None and count < 1:
             raise ValueError(f"{name} must be >= 1, got {count}")
+    if warmup_slices is not None and not 2 <= warmup_slices <= MAX_SHAPE[0]:
+        raise ValueError(
+            f"warmup_slices must be a CT's slice count, 2 to {MAX_SHAPE[0]}; got {warmup_slices}"
+        )
     if target is Target.GPU and (network_threads, network_instances) != (None, None):
         raise ValueError(
             "network_threads and network_instances size the networks on the CPU targets: "
@@ -137,6 +214,7 @@ def write_repository(
             )
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty")
+    warmups = warmup_samples(warmup_slices) if warmup_slices is not None else {}
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
         config = load_config(source / model / "config.pbtxt")
         changes = []
@@ -154,6 +232,9 @@ def write_repository(
             if network_runtime != DEFAULT_RUNTIME:
                 config.parameters.pop("memory_arena", None)  # ONNX Runtime's own setting
             changes.append(f"the networks on {network_runtime}")
+        if model in warmups:
+            config.model_warmup.append(warmups[model])
+            changes.append(f"a warm-up {warmups[model].name.replace('_', ' ')} CT")
         if model not in NETWORKS or target is Target.EMBEDDED:
             shutil.copytree(source / model, out / model, symlinks=False)
             if changes:
@@ -169,6 +250,11 @@ def write_repository(
         (out / model / "config.pbtxt").write_text(
             config_text(network_config(config, target), comment), encoding="utf-8"
         )
+    for model, sample in warmups.items():
+        if SPACING_INPUT in sample.inputs:
+            (out / model / "warmup").mkdir()
+            spacing = np.asarray(WARMUP_SPACING_MM, np.float32).tobytes()  # raw, as Triton reads it
+            (out / model / "warmup" / WARMUP_SPACING_FILE).write_bytes(spacing)
     return out
 
 
@@ -206,6 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--network-threads 2 both the fastest lone scan and the most scans per second measured on 2 "
         "cores (benchmarks/README.md)",
     )
+    write.add_argument(
+        "--warmup-slices",
+        type=int,
+        help="warm every instance up at start with a request shaped as a 512 x 512 x N CT, so that the "
+        "first scans are not slower than the rest: on 2 cores the first two 300-slice scans took "
+        "about 2 s each without it, 0.55 s after it (benchmarks/README.md); default none",
+    )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
@@ -227,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.network_threads,
                     args.network_instances,
                     args.network_runtime,
+                    args.warmup_slices,
                 )
             except ValueError as error:  # options that do not fit together or the target
                 parser.error(str(error))

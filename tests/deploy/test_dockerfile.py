@@ -61,7 +61,9 @@ def test_the_image_installs_the_server_extra_under_the_numpy_pin_and_runs_as_uid
     assert '-c constraints.txt ".[server]"' in DOCKERFILE
     assert "numpy<2" in (ROOT / "constraints.txt").read_text(encoding="utf-8")
     assert instructions("USER") == ["1000"]
-    assert "--target gpu --out /opt/vfq/model_repository " in DOCKERFILE
+    for target, out in (("gpu", "model_repository"), ("cpu-container", "model_repository_cpu")):
+        # every instance warmed up before ready: the first scans on a new pod are not the slow ones
+        assert f"--target {target} --out /opt/vfq/{out} --warmup-slices 300 " in DOCKERFILE
     assert "vfq-repository check-plans" in DOCKERFILE
 
 

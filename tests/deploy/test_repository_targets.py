@@ -1,6 +1,7 @@
 """One source, three deployment targets: each written repository parses, its ensemble is wired with
-agreeing names, types and shapes, only the two network configs differ from the embedded one, and the
-written embedded repository serves."""
+agreeing names, types and shapes, only the two network configs differ from the embedded one, the
+written embedded repository serves, and a repository written with a warm-up warms every instance
+before it reports ready."""
 
 from __future__ import annotations
 
@@ -15,13 +16,22 @@ from vfq.export.repository import (
     NETWORKS,
     PYTHON_STEPS,
     SOURCE_REPOSITORY,
+    WARMUP_SPACING_FILE,
     Target,
     load_config,
     main,
     write_repository,
 )
 from vfq.server.embedded import EmbeddedServer
-from vfq.tensors import PIPELINE_MODEL, PIPELINE_STEPS
+from vfq.tensors import (
+    DECODER_MODEL,
+    DETECTOR_MODEL,
+    LOCALIZER_MODEL,
+    PIPELINE_MODEL,
+    PIPELINE_STEPS,
+    PREPROCESS_MODEL,
+    STRAIGHTEN_MODEL,
+)
 
 GPU, CPU = model_config_pb2.ModelInstanceGroup.KIND_GPU, model_config_pb2.ModelInstanceGroup.KIND_CPU
 
@@ -198,6 +208,10 @@ def test_a_runtime_is_refused_where_the_python_backend_does_not_run_the_networks
         ),
         (["--target", "embedded", "--network-instances", "0"], "network_instances must be >= 1, got 0"),
         (
+            ["--target", "gpu", "--warmup-slices", "1"],
+            "warmup_slices must be a CT's slice count, 2 to 2048; got 1",
+        ),
+        (
             ["--target", "cpu-container", "--network-runtime", "openvino"],
             "the cpu-container target serves them",
         ),
@@ -210,3 +224,77 @@ def test_the_command_refuses_options_that_do_not_fit_with_a_usage_error(tmp_path
     err = capsys.readouterr().err
     assert "vfq-repository: error: " in err and message in err
     assert not (tmp_path / "repo").exists()
+
+
+def _warmup_inputs(config: model_config_pb2.ModelConfig) -> dict[str, tuple[int, list[int], str]]:
+    (sample,) = config.model_warmup
+    assert (sample.name, sample.batch_size) == ("ct_300_slices", 1)
+    return {
+        name: (value.data_type, list(value.dims), value.WhichOneof("input_data_type"))
+        for name, value in sample.inputs.items()
+    }
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_the_warmup_is_a_300_slice_ct_through_every_step_that_takes_one_and_nothing_else_changes(
+    tmp_path, target
+):
+    assert (
+        main(["write", "--target", target.value, "--out", str(tmp_path / "warm"), "--warmup-slices", "300"])
+        == 0
+    )
+    plain = write_repository(target, tmp_path / "plain")
+    assert_wired(tmp_path / "warm")
+    ct, spacing = (
+        (model_config_pb2.TYPE_INT16, [300, 512, 512]),
+        (model_config_pb2.TYPE_FP32, [3], "input_data_file"),
+    )
+    coarse = (model_config_pb2.TYPE_FP32, [1, 1, 80, 96, 96], "zero_data")  # the 4 mm grid of that CT
+    expected = {
+        PREPROCESS_MODEL: {"CT": (*ct, "random_data"), "SPACING": spacing},
+        LOCALIZER_MODEL: {"CT_COARSE": coarse},
+        STRAIGHTEN_MODEL: {"CT": (*ct, "zero_data"), "SPACING": spacing, "SPINE_HEATMAP": coarse},
+        DETECTOR_MODEL: {"SAGITTAL": (model_config_pb2.TYPE_FP32, [1, 1, 304, 96], "zero_data")},
+    }
+    for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
+        written, default = (load_config(repo / model / "config.pbtxt") for repo in (tmp_path / "warm", plain))
+        if model in expected:
+            assert _warmup_inputs(written) == expected[model], model
+            del written.model_warmup[:]
+        assert written == default, model
+        files = {p.relative_to(tmp_path / "warm" / model) for p in (tmp_path / "warm" / model).rglob("*")}
+        spacing_file = Path("warmup") / WARMUP_SPACING_FILE
+        assert (spacing_file in files) == (model in (PREPROCESS_MODEL, STRAIGHTEN_MODEL)), model
+    raw = (tmp_path / "warm" / STRAIGHTEN_MODEL / "warmup" / WARMUP_SPACING_FILE).read_bytes()
+    assert np.frombuffer(raw, np.float32).tolist() == pytest.approx([1.0, 0.7, 0.7])
+
+
+def test_a_warmed_up_server_has_run_every_instance_once_before_it_is_ready(tmp_path):
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from vfq.client import VfqClient
+    from vfq.phantoms import Acquisition, generate, sample_spec
+    from vfq.phantoms.generate import FieldOfView
+
+    repository = write_repository("embedded", tmp_path / "repo", warmup_slices=40)
+    with EmbeddedServer(repository) as server:
+        text = urlopen(server.metrics_url, timeout=10).read().decode()
+        counts = {
+            sample.labels["step"]: sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "vfq_step_duration_seconds"
+            for sample in family.samples
+            if sample.name.endswith("_count")
+        }
+        rejected = [f for f in text_string_to_metric_families(text) if f.name == "vfq_rejected_requests"]
+        # two instances each (the committed configs), each warmed once; the decoder is not warmed
+        steps = (PREPROCESS_MODEL, LOCALIZER_MODEL, STRAIGHTEN_MODEL, DETECTOR_MODEL)
+        assert counts == {**dict.fromkeys(steps, 2.0), DECODER_MODEL: 0.0}
+        assert rejected == [] or all(s.value == 0 for f in rejected for s in f.samples)
+        acquisition = Acquisition(spacing=(2.5, 1.0, 1.0), slice_thickness=2.5, matrix=(320, 320))
+        ct = generate(sample_spec(31, FieldOfView.ABDOMEN, acquisition)).ct
+        with VfqClient(server.grpc_url, timeout_s=60) as client:
+            study = client.analyze_array(ct.array, ct.geometry)
+    assert study.not_assessable is None and len(study.vertebrae) >= 5
