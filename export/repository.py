@@ -16,8 +16,8 @@ the host has one and torch (their ``device`` parameter, ``auto``): the derived s
 torch, so in the gpu target the CT they receive in GPU memory stays there. No torch here: the
 derived server image runs this.
 
-The options of ``vfq-repository write`` change every target alike: instances and threads, the
-embedded networks' runtime, and ``--warmup-slices N``, a warm-up (:func:`warmup_samples`) in which
+Options of ``vfq-repository write`` size the instances and threads, choose the embedded networks'
+runtime, and add a warm-up, the same in every target (``--warmup-slices N``, :func:`warmup_samples`):
 Triton sends each instance of preprocess, the localizer, straighten and the detector one request
 shaped as a 512 × 512 × N CT would make it before the model reports ready, so that the first scans
 after a start do not pay for pages the step processes have never touched (shared memory for the CT,
