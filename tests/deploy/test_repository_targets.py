@@ -1,7 +1,7 @@
 """One source, three deployment targets: each written repository parses, its ensemble is wired with
 agreeing names, types and shapes, only the two network configs differ from the embedded one, the
-written embedded repository serves, and a repository written with a warm-up warms every instance
-before it reports ready."""
+written embedded repository serves, and a warm-up is the same in every target (served:
+tests/server/test_warmup.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from vfq.export.repository import (
 )
 from vfq.server.embedded import EmbeddedServer
 from vfq.tensors import (
-    DECODER_MODEL,
     DETECTOR_MODEL,
     LOCALIZER_MODEL,
     PIPELINE_MODEL,
@@ -267,34 +266,3 @@ def test_the_warmup_is_a_300_slice_ct_through_every_step_that_takes_one_and_noth
         assert (spacing_file in files) == (model in (PREPROCESS_MODEL, STRAIGHTEN_MODEL)), model
     raw = (tmp_path / "warm" / STRAIGHTEN_MODEL / "warmup" / WARMUP_SPACING_FILE).read_bytes()
     assert np.frombuffer(raw, np.float32).tolist() == pytest.approx([1.0, 0.7, 0.7])
-
-
-def test_a_warmed_up_server_has_run_every_instance_once_before_it_is_ready(tmp_path):
-    from urllib.request import urlopen
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from vfq.client import VfqClient
-    from vfq.phantoms import Acquisition, generate, sample_spec
-    from vfq.phantoms.generate import FieldOfView
-
-    repository = write_repository("embedded", tmp_path / "repo", warmup_slices=40)
-    with EmbeddedServer(repository) as server:
-        text = urlopen(server.metrics_url, timeout=10).read().decode()
-        counts = {
-            sample.labels["step"]: sample.value
-            for family in text_string_to_metric_families(text)
-            if family.name == "vfq_step_duration_seconds"
-            for sample in family.samples
-            if sample.name.endswith("_count")
-        }
-        rejected = [f for f in text_string_to_metric_families(text) if f.name == "vfq_rejected_requests"]
-        # two instances each (the committed configs), each warmed once; the decoder is not warmed
-        steps = (PREPROCESS_MODEL, LOCALIZER_MODEL, STRAIGHTEN_MODEL, DETECTOR_MODEL)
-        assert counts == {**dict.fromkeys(steps, 2.0), DECODER_MODEL: 0.0}
-        assert rejected == [] or all(s.value == 0 for f in rejected for s in f.samples)
-        acquisition = Acquisition(spacing=(2.5, 1.0, 1.0), slice_thickness=2.5, matrix=(320, 320))
-        ct = generate(sample_spec(31, FieldOfView.ABDOMEN, acquisition)).ct
-        with VfqClient(server.grpc_url, timeout_s=60) as client:
-            study = client.analyze_array(ct.array, ct.geometry)
-    assert study.not_assessable is None and len(study.vertebrae) >= 5
