@@ -22,6 +22,7 @@ says so (a dry run of the script itself). Results: printed, and written as JSON 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import importlib.util
 import json
@@ -93,30 +94,77 @@ class ServerVariant:
         return ":".join(str(field) for field in fields)
 
 
+def cuda_runtime() -> Any:
+    """cuda-python's CUDA runtime module: ``cuda.bindings.runtime`` (cuda-bindings 12.9 and 13.0 checked;
+    the only name in 13), else the older ``cuda.cudart``. tritonclient 2.51's own CUDA shared-memory
+    helpers import the old name alone, so they fail beside cuda-bindings 13."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        try:
+            from cuda import cudart as runtime
+        except ImportError as error:
+            raise RuntimeError(
+                "CUDA shared memory needs cuda-python's runtime bindings (cuda.bindings.runtime, "
+                "or cuda.cudart before cuda-bindings 13)"
+            ) from error
+    return runtime
+
+
+class CudaIpcRegion:
+    """``byte_size`` bytes of memory on one GPU that another process can map (a CUDA IPC handle), as a
+    client registers with Triton for CUDA shared memory, written from host arrays."""
+
+    def __init__(self, byte_size: int, device_id: int = 0) -> None:
+        self.runtime = cuda_runtime()
+        self.byte_size, self.device_id = byte_size, device_id
+        self._call("cudaSetDevice", device_id)
+        self.pointer = self._call("cudaMalloc", byte_size)
+        self.raw_handle: bytes = self._call("cudaIpcGetMemHandle", self.pointer).reserved
+
+    def _call(self, name: str, *args: Any) -> Any:
+        """Call a runtime function, raise on an error code, return what it gives beside the code."""
+        error, *values = getattr(self.runtime, name)(*args)
+        if error != self.runtime.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"{name}: {self.runtime.cudaGetErrorString(error)[1].decode()}")
+        return values[0] if values else None
+
+    def write(self, array: np.ndarray) -> None:
+        """Copy a C-contiguous host array to the region's start (returns once the copy is done)."""
+        if not array.flags.c_contiguous or array.nbytes > self.byte_size:
+            raise ValueError(f"need a C-contiguous array of at most {self.byte_size} bytes")
+        kind = self.runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call("cudaMemcpy", self.pointer, array.ctypes.data, array.nbytes, kind)
+
+    def close(self) -> None:
+        self._call("cudaFree", self.pointer)
+
+
 class CudaShmCaller:
     """Calls ``vertebra_pipeline`` with the CT in CUDA shared memory on GPU 0, as a client on the
     server's host with a GPU would: each call copies the CT from host memory into the region (the
     client's share of the transfer, timed with the request), and the python steps read it there
     through DLPack (:class:`vfq.server.backend.ResamplingStep`), never on the host.
 
-    Needs ``tritonclient.utils.cuda_shared_memory`` (the ``cuda-python`` package).
+    Needs cuda-python's runtime bindings (:func:`cuda_runtime`).
     """
 
     def __init__(self, url: str, byte_size: int) -> None:
         import tritonclient.grpc as grpcclient
-        import tritonclient.utils.cuda_shared_memory as cudashm
 
-        self.grpcclient, self.cudashm = grpcclient, cudashm
+        self.grpcclient = grpcclient
         self.client = grpcclient.InferenceServerClient(url)
         self.name = f"vfq_ct_cuda_{os.getpid()}_{threading.get_ident()}"
-        self.handle = cudashm.create_shared_memory_region(self.name, byte_size, 0)
-        self.client.register_cuda_shared_memory(self.name, cudashm.get_raw_handle(self.handle), 0, byte_size)
+        self.region = CudaIpcRegion(byte_size)
+        # tritonclient's gRPC call takes the handle base64-encoded
+        handle = base64.b64encode(self.region.raw_handle)
+        self.client.register_cuda_shared_memory(self.name, handle, self.region.device_id, byte_size)
 
     def __call__(self, array: np.ndarray, spacing_mm: tuple[float, ...]) -> int:
         """Analyse one CT; the number of vertebrae found."""
         from vfq.tensors import CT_INPUT, KEYPOINTS_OUTPUT, PIPELINE_MODEL, SPACING_INPUT
 
-        self.cudashm.set_shared_memory_region(self.handle, [array])
+        self.region.write(array)
         ct_input = self.grpcclient.InferInput(CT_INPUT, list(array.shape), "INT16")
         ct_input.set_shared_memory(self.name, array.nbytes)
         spacing_input = self.grpcclient.InferInput(SPACING_INPUT, [3], "FP32")
@@ -131,7 +179,7 @@ class CudaShmCaller:
 
     def close(self) -> None:
         self.client.unregister_cuda_shared_memory(self.name)
-        self.cudashm.destroy_shared_memory_region(self.handle)
+        self.region.close()
         self.client.close()
 
 
