@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 from timing import median_seconds
 
+from vfq.cuda_runtime import call, memcpy_kind
+
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "export" / "weights"
 CHECKPOINTS = {
@@ -94,50 +96,27 @@ class ServerVariant:
         return ":".join(str(field) for field in fields)
 
 
-def cuda_runtime() -> Any:
-    """cuda-python's CUDA runtime module: ``cuda.bindings.runtime`` (cuda-bindings 12.9 and 13.0 checked;
-    the only name in 13), else the older ``cuda.cudart``. tritonclient 2.51's own CUDA shared-memory
-    helpers import the old name alone, so they fail beside cuda-bindings 13."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError as error:
-            raise RuntimeError(
-                "CUDA shared memory needs cuda-python's runtime bindings (cuda.bindings.runtime, "
-                "or cuda.cudart before cuda-bindings 13)"
-            ) from error
-    return runtime
-
-
 class CudaIpcRegion:
     """``byte_size`` bytes of memory on one GPU that another process can map (a CUDA IPC handle), as a
-    client registers with Triton for CUDA shared memory, written from host arrays."""
+    client registers with Triton for CUDA shared memory, written from host arrays
+    (cuda-python, :mod:`vfq.cuda_runtime`)."""
 
     def __init__(self, byte_size: int, device_id: int = 0) -> None:
-        self.runtime = cuda_runtime()
         self.byte_size, self.device_id = byte_size, device_id
-        self._call("cudaSetDevice", device_id)
-        self.pointer = self._call("cudaMalloc", byte_size)
-        self.raw_handle: bytes = self._call("cudaIpcGetMemHandle", self.pointer).reserved
-
-    def _call(self, name: str, *args: Any) -> Any:
-        """Call a runtime function, raise on an error code, return what it gives beside the code."""
-        error, *values = getattr(self.runtime, name)(*args)
-        if error != self.runtime.cudaError_t.cudaSuccess:
-            raise RuntimeError(f"{name}: {self.runtime.cudaGetErrorString(error)[1].decode()}")
-        return values[0] if values else None
+        call("cudaSetDevice", device_id)
+        self.pointer = call("cudaMalloc", byte_size)
+        self.raw_handle: bytes = call("cudaIpcGetMemHandle", self.pointer).reserved
 
     def write(self, array: np.ndarray) -> None:
         """Copy a C-contiguous host array to the region's start (returns once the copy is done)."""
         if not array.flags.c_contiguous or array.nbytes > self.byte_size:
             raise ValueError(f"need a C-contiguous array of at most {self.byte_size} bytes")
-        kind = self.runtime.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._call("cudaMemcpy", self.pointer, array.ctypes.data, array.nbytes, kind)
+        call(
+            "cudaMemcpy", self.pointer, array.ctypes.data, array.nbytes, memcpy_kind("cudaMemcpyHostToDevice")
+        )
 
     def close(self) -> None:
-        self._call("cudaFree", self.pointer)
+        call("cudaFree", self.pointer)
 
 
 class CudaShmCaller:
@@ -146,7 +125,7 @@ class CudaShmCaller:
     client's share of the transfer, timed with the request), and the python steps read it there
     through DLPack (:class:`vfq.server.backend.ResamplingStep`), never on the host.
 
-    Needs cuda-python's runtime bindings (:func:`cuda_runtime`).
+    Needs cuda-python (:class:`CudaIpcRegion`).
     """
 
     def __init__(self, url: str, byte_size: int) -> None:

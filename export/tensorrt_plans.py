@@ -22,7 +22,8 @@ of a phantom CT (the same preprocessing the server does) and compares every outp
 :data:`TOLERANCES` (FP32: 1e-3 abs on probabilities and logits, 0.01 px on offsets; FP16: 0.02,
 0.25 px, 0.1).
 
-Needs ``tensorrt`` and ``cuda-python`` (in the derived image); nothing here imports torch.
+Needs ``tensorrt`` and ``cuda-python`` (:mod:`vfq.cuda_runtime`), both in the derived image; nothing
+here imports torch.
 """
 
 from __future__ import annotations
@@ -199,13 +200,7 @@ def build_plan(onnx: Path, plan: Path, profile: Profile, precision: str, timing_
 def run_plan(plan: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``plan`` once on ``tensor`` (its single input) on GPU 0; outputs by name."""
     trt = _tensorrt()
-    from cuda.bindings import runtime as cudart
-
-    def check(result: Any) -> Any:
-        error, *values = result if isinstance(result, tuple) else (result,)
-        if error != cudart.cudaError_t.cudaSuccess:
-            raise PlanError(f"CUDA error {error} while running {plan}")
-        return values[0] if values else None
+    from vfq.cuda_runtime import call, memcpy_kind, runtime
 
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
     context = engine.create_execution_context()
@@ -216,33 +211,35 @@ def run_plan(plan: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:
     for name in names:
         if name not in host:
             host[name] = np.empty(tuple(context.get_tensor_shape(name)), np.float32)
-    device = {name: check(cudart.cudaMalloc(array.nbytes)) for name, array in host.items()}
+    device = {}
     try:
-        to_device, to_host = (
-            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
-            cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-        )
-        check(
-            cudart.cudaMemcpy(
-                device[inputs[0]], host[inputs[0]].ctypes.data, host[inputs[0]].nbytes, to_device
-            )
+        for name, array in host.items():
+            device[name] = call("cudaMalloc", array.nbytes)
+        source = host[inputs[0]]
+        call(
+            "cudaMemcpy",
+            device[inputs[0]],
+            source.ctypes.data,
+            source.nbytes,
+            memcpy_kind("cudaMemcpyHostToDevice"),
         )
         for name, pointer in device.items():
             context.set_tensor_address(name, int(pointer))
-        stream = check(cudart.cudaStreamCreate())
+        stream = call("cudaStreamCreate")
         if not context.execute_async_v3(stream):
             raise PlanError(f"TensorRT could not run {plan}")
-        check(cudart.cudaStreamSynchronize(stream))
-        check(cudart.cudaStreamDestroy(stream))
+        call("cudaStreamSynchronize", stream)
+        call("cudaStreamDestroy", stream)
+        to_host = memcpy_kind("cudaMemcpyDeviceToHost")
         outputs = {}
         for name in names:
             if name not in inputs:
-                check(cudart.cudaMemcpy(host[name].ctypes.data, device[name], host[name].nbytes, to_host))
+                call("cudaMemcpy", host[name].ctypes.data, device[name], host[name].nbytes, to_host)
                 outputs[name] = host[name]
         return outputs
-    finally:
+    finally:  # unchecked: an error here must not hide the one that got us here
         for pointer in device.values():
-            cudart.cudaFree(pointer)
+            runtime().cudaFree(pointer)
 
 
 def verification_inputs(source: Path) -> dict[str, np.ndarray]:

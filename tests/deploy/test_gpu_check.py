@@ -4,9 +4,7 @@ PyTorch checkpoints (TorchNetworkModel) and the CT resamplings of preprocess and
 
 from __future__ import annotations
 
-import ast
 import importlib.util
-import inspect
 import sys
 from pathlib import Path
 
@@ -75,49 +73,3 @@ def test_the_numpy_variant_sets_numpy_where_the_repository_says_auto(tmp_path):
     for step in gpu_check.RESAMPLING_STEPS:
         config = (repository / step / "config.pbtxt").read_text(encoding="utf-8")
         assert 'key: "device"\n  value {\n    string_value: "numpy"' in config
-
-
-#: The CUDA runtime API the check's CUDA shared-memory region (``CudaIpcRegion``) uses, each name found
-#: in cuda-python's ``cuda.bindings.runtime`` of cuda-bindings 12.9.4 and 13.0.3 (2026-12-06; 12.9.4
-#: also as ``cuda.cudart``, which 13 no longer has — nor, so, tritonclient 2.51's own CUDA
-#: shared-memory helpers, which import that name). Function names as the region calls them, enum
-#: members and fields as ``type.member``. A name missing here has not been checked.
-CUDA_RUNTIME_API = frozenset(
-    {
-        "cudaFree", "cudaGetErrorString", "cudaIpcGetMemHandle", "cudaMalloc", "cudaMemcpy",
-        "cudaSetDevice", "cudaError_t.cudaSuccess", "cudaMemcpyKind.cudaMemcpyHostToDevice",
-    }
-)  # fmt: skip
-
-
-def cuda_runtime_names_used() -> set[str]:
-    """What ``CudaIpcRegion`` takes from the runtime module: the functions it hands to ``_call`` by
-    name, and what it reads from ``self.runtime`` (one attribute deeper where it reads one)."""
-    tree = ast.parse(inspect.getsource(gpu_check.CudaIpcRegion))
-    calls = {
-        node.args[0].value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_call"
-    }
-    attributes = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)]
-    read = {node.attr for node in attributes if ast.unparse(node.value) == "self.runtime"}
-    members = {
-        f"{node.value.attr}.{node.attr}"
-        for node in attributes
-        if isinstance(node.value, ast.Attribute) and ast.unparse(node.value.value) == "self.runtime"
-    }
-    return calls | members | (read - {member.split(".")[0] for member in members})
-
-
-def test_the_cuda_shared_memory_region_uses_only_runtime_api_checked_in_cuda_bindings_12_and_13():
-    used = cuda_runtime_names_used()
-    assert {"cudaIpcGetMemHandle", "cudaMemcpy", "cudaMemcpyKind.cudaMemcpyHostToDevice"} <= used
-    assert used <= CUDA_RUNTIME_API, f"not checked against cuda-bindings: {sorted(used - CUDA_RUNTIME_API)}"
-    source = SCRIPT.read_text(encoding="utf-8")
-    assert "utils.cuda_shared_memory" not in source  # tritonclient's helpers need the name 13 removed
-
-
-def test_without_cuda_python_the_cuda_transport_says_what_it_needs(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cuda", None)  # as on a host without cuda-python
-    with pytest.raises(RuntimeError, match=r"CUDA shared memory needs cuda-python's runtime bindings"):
-        gpu_check.CudaIpcRegion(1024)
