@@ -289,7 +289,7 @@ def gpu_repository(
 def server_step_seconds(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Mean queue and compute (input + infer + output) seconds per request of each model between two
     ``get_inference_statistics(as_json=True)`` answers (read as the serving benchmark reads them)."""
-    from serving_bench import counters_delta, per_event, triton_counters  # beside this script
+    from serving.figures import counters_delta, per_event, triton_counters  # beside this script
 
     seconds = per_event(counters_delta(triton_counters(before), triton_counters(after)), 1e-9)
     models = {key.split("/")[0] for key in seconds if key.endswith("/queue")}

@@ -1,10 +1,9 @@
-"""The arithmetic of benchmarks/serving_bench.py: percentiles, counter deltas from Triton's statistics
-JSON and from Prometheus text, the regression comparison, the README markers and the memory of a
-process tree. No server."""
+"""The arithmetic of the serving benchmark (benchmarks/serving): percentiles, counter deltas from
+Triton's statistics JSON and from Prometheus text, the regression comparison, the README markers and
+the memory of a process tree. No server."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -12,26 +11,26 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_bench.py"
-
-
-def _load() -> ModuleType:
-    if str(BENCH_FILE.parent) not in sys.path:  # as when the script runs: its folder on the path
-        sys.path.insert(0, str(BENCH_FILE.parent))
-    spec = importlib.util.spec_from_file_location("vfq_serving_bench", BENCH_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+from serving import REPO
+from serving.compare import compare
+from serving.figures import (
+    Percentiles,
+    Snapshot,
+    counters_delta,
+    per_event,
+    requests_counted,
+    server_split,
+    step_metric_counters,
+    triton_counters,
+)
+from serving.memory import MemorySampler, process_tree, tree_memory_kib, tree_pss_kib
+from serving.report import readme_block
+from serving.scans import median_seconds
+from serving.sweep import ConcurrencyLevel
+from serving.tables import MARK_BEGIN, MARK_END, ms, replace_marked
+from serving.targets import check_targets
 
 
 def _stats(localizer_infer_ns: int, count: int, ensemble_ns: int) -> dict:
@@ -76,26 +75,22 @@ nv_inference_count{{model="spine_localizer",version="1"}} {localizer_count}
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
-    p = bench.Percentiles.of([5.0, 1.0, 4.0, 2.0, 3.0])
+    p = Percentiles.of([5.0, 1.0, 4.0, 2.0, 3.0])
     assert (p.n, p.p50, p.min, p.max) == (5, 3.0, 1.0, 5.0)
     assert p.p90 == pytest.approx(4.6)
     assert p.p95 == pytest.approx(4.8)
     assert p.p99 == pytest.approx(4.96)
-    assert bench.Percentiles.of([2.0]).p99 == 2.0
+    assert Percentiles.of([2.0]).p99 == 2.0
     with pytest.raises(ValueError):
-        bench.Percentiles.of([])
+        Percentiles.of([])
 
 
 def test_triton_statistics_deltas_per_request() -> None:
-    before = bench.triton_counters(
-        _stats(localizer_infer_ns=2_000_000_000, count=4, ensemble_ns=3_000_000_000)
-    )
-    after = bench.triton_counters(
-        _stats(localizer_infer_ns=3_500_000_000, count=7, ensemble_ns=4_800_000_000)
-    )
+    before = triton_counters(_stats(localizer_infer_ns=2_000_000_000, count=4, ensemble_ns=3_000_000_000))
+    after = triton_counters(_stats(localizer_infer_ns=3_500_000_000, count=7, ensemble_ns=4_800_000_000))
     assert before["spine_localizer/compute_infer"] == (2e9, 4.0)
     assert before["vertebra_pipeline/queue"] == (0.0, 0.0)  # left out of the JSON: zero
-    seconds = bench.per_event(bench.counters_delta(before, after), 1e-9)
+    seconds = per_event(counters_delta(before, after), 1e-9)
     assert seconds["spine_localizer/compute_infer"] == pytest.approx(0.5)  # 1.5 s over 3 requests
     assert seconds["spine_localizer/queue"] == pytest.approx(500e-9)
     assert seconds["vertebra_pipeline/success"] == pytest.approx(0.6)
@@ -103,11 +98,11 @@ def test_triton_statistics_deltas_per_request() -> None:
 
 
 def test_step_metric_deltas_from_prometheus_text() -> None:
-    before = bench.step_metric_counters(_metrics(localizer_sum=1.25, localizer_count=5))
-    after = bench.step_metric_counters(_metrics(localizer_sum=2.75, localizer_count=8))
+    before = step_metric_counters(_metrics(localizer_sum=1.25, localizer_count=5))
+    after = step_metric_counters(_metrics(localizer_sum=2.75, localizer_count=8))
     assert before == {"spine_localizer": (1.25, 5.0), "preprocess": (pytest.approx(0.3), 3.0)}
-    assert bench.per_event(bench.counters_delta(before, after)) == {"spine_localizer": pytest.approx(0.5)}
-    assert bench.step_metric_counters("") == {}
+    assert per_event(counters_delta(before, after)) == {"spine_localizer": pytest.approx(0.5)}
+    assert step_metric_counters("") == {}
 
 
 def _results(p50_s: float, throughput: float) -> dict:
@@ -120,26 +115,26 @@ def _results(p50_s: float, throughput: float) -> dict:
 
 def test_comparison_flags_slower_latency_and_lower_throughput() -> None:
     baseline = _results(p50_s=1.0, throughput=2.0)
-    within = bench.compare(_results(p50_s=1.2, throughput=1.7), baseline)
+    within = compare(_results(p50_s=1.2, throughput=1.7), baseline)
     assert [c.figure for c in within] == ["p50 phantom 300 grpc+shm", "throughput grpc+shm at 2"]
     assert not any(c.regressed for c in within)
-    worse = bench.compare(_results(p50_s=1.3, throughput=1.5), baseline)
+    worse = compare(_results(p50_s=1.3, throughput=1.5), baseline)
     assert [c.regressed for c in worse] == [True, True]
     assert worse[0].ratio == pytest.approx(1.3)
     extra = _results(p50_s=1.0, throughput=2.0)
     extra["latency"][0]["scan"] = "phantom 600"  # not in the baseline: not compared
-    assert [c.figure for c in bench.compare(extra, baseline)] == ["throughput grpc+shm at 2"]
+    assert [c.figure for c in compare(extra, baseline)] == ["throughput grpc+shm at 2"]
 
 
 def test_a_p50_within_the_baselines_own_spread_is_not_a_regression() -> None:
     baseline = _results(p50_s=1.0, throughput=2.0)
     baseline["latency"][0]["latency_s"]["max"] = 1.5  # its slowest request
-    [inside, _] = bench.compare(_results(p50_s=1.45, throughput=2.0), baseline)
+    [inside, _] = compare(_results(p50_s=1.45, throughput=2.0), baseline)
     assert (inside.ratio, inside.regressed) == (pytest.approx(1.45), False)
-    [beyond, _] = bench.compare(_results(p50_s=1.55, throughput=2.0), baseline)
+    [beyond, _] = compare(_results(p50_s=1.55, throughput=2.0), baseline)
     assert beyond.regressed
     del baseline["latency"][0]["latency_s"]["max"]  # a file without the spread: the factor alone
-    [without, _] = bench.compare(_results(p50_s=1.3, throughput=2.0), baseline)
+    [without, _] = compare(_results(p50_s=1.3, throughput=2.0), baseline)
     assert without.regressed
 
 
@@ -148,7 +143,7 @@ def test_throughputs_are_compared_per_transport_and_old_files_swept_shared_memor
     current["concurrency"].append({"threads": 2, "transport": "grpc", "throughput_per_s": 0.5})
     before_transports = _results(p50_s=1.0, throughput=1.9)
     del before_transports["concurrency"][0]["transport"]  # files recorded before the plain-gRPC sweep
-    [_, throughput] = bench.compare(current, before_transports)
+    [_, throughput] = compare(current, before_transports)
     assert (throughput.figure, throughput.baseline, throughput.current) == (
         "throughput grpc+shm at 2",
         1.9,
@@ -156,33 +151,30 @@ def test_throughputs_are_compared_per_transport_and_old_files_swept_shared_memor
     )
     recorded = _results(p50_s=1.0, throughput=2.0)
     recorded["concurrency"].append({"threads": 2, "transport": "grpc", "throughput_per_s": 1.0})
-    plain = bench.compare(current, recorded)[-1]
+    plain = compare(current, recorded)[-1]
     assert (plain.figure, plain.ratio, plain.regressed) == ("throughput grpc at 2", 0.5, True)
 
 
 def test_readme_markers_are_replaced_between_them_only() -> None:
-    text = f"intro\n{bench.MARK_BEGIN}\nold table\n{bench.MARK_END}\nafter\n"
-    assert (
-        bench.replace_marked(text, "| new |\n")
-        == f"intro\n{bench.MARK_BEGIN}\n| new |\n{bench.MARK_END}\nafter\n"
-    )
+    text = f"intro\n{MARK_BEGIN}\nold table\n{MARK_END}\nafter\n"
+    assert replace_marked(text, "| new |\n") == f"intro\n{MARK_BEGIN}\n| new |\n{MARK_END}\nafter\n"
     with pytest.raises(ValueError):
-        bench.replace_marked("no markers", "x")
+        replace_marked("no markers", "x")
 
 
 def test_the_recorded_results_say_what_the_networks_ran_on() -> None:
-    recorded = json.loads((BENCH_FILE.parent / "results" / "latest.json").read_text(encoding="utf-8"))
+    recorded = json.loads((REPO / "benchmarks" / "results" / "latest.json").read_text(encoding="utf-8"))
     recorded["settings"].pop("network_runtime", None)  # as files recorded before the runtime was
-    head = bench.readme_block(recorded).splitlines()[0]
+    head = readme_block(recorded).splitlines()[0]
     assert head.endswith(f"networks on onnxruntime; n = {recorded['settings']['repeats']}.")
     recorded["settings"]["network_runtime"] = "openvino"
-    assert "; networks on openvino; n = " in bench.readme_block(recorded).splitlines()[0]
+    assert "; networks on openvino; n = " in readme_block(recorded).splitlines()[0]
 
 
 def test_milliseconds_for_tables() -> None:
-    assert bench.ms(0.0123) == "12.3"
-    assert bench.ms(None) == "-"
-    assert bench.ms(math.nan) == "-"
+    assert ms(0.0123) == "12.3"
+    assert ms(None) == "-"
+    assert ms(math.nan) == "-"
 
 
 def test_server_split_of_one_request() -> None:
@@ -195,26 +187,26 @@ def test_server_split_of_one_request() -> None:
         "vertebra_pipeline/success": 0.450,
     }
     metric_s = {"preprocess": 0.060, "spine_localizer": 0.295}
-    split = bench.server_split(triton_s, metric_s)
+    split = server_split(triton_s, metric_s)
     assert split["tensors"] == pytest.approx(0.022)
     assert split["backend"] == pytest.approx(0.045)
     assert split["scheduling"] == pytest.approx(0.450 - 0.423)
 
 
 def test_requests_counted_waits_for_the_slowest_counter() -> None:
-    before = bench.Snapshot(
-        bench.triton_counters(_stats(localizer_infer_ns=1, count=4, ensemble_ns=1)),
-        bench.step_metric_counters(_metrics(localizer_sum=1.0, localizer_count=4)),
+    before = Snapshot(
+        triton_counters(_stats(localizer_infer_ns=1, count=4, ensemble_ns=1)),
+        step_metric_counters(_metrics(localizer_sum=1.0, localizer_count=4)),
     )
-    steps_done = bench.Snapshot(
-        bench.triton_counters(_stats(localizer_infer_ns=2, count=5, ensemble_ns=2)),
-        bench.step_metric_counters(_metrics(localizer_sum=1.5, localizer_count=5)),
+    steps_done = Snapshot(
+        triton_counters(_stats(localizer_infer_ns=2, count=5, ensemble_ns=2)),
+        step_metric_counters(_metrics(localizer_sum=1.5, localizer_count=5)),
     )
-    assert bench.requests_counted(before, steps_done) == 0  # preprocess's metric has not moved
-    all_done = bench.Snapshot(
-        steps_done.triton, bench.step_metric_counters(_metrics(1.5, localizer_count=5, preprocess_count=4))
+    assert requests_counted(before, steps_done) == 0  # preprocess's metric has not moved
+    all_done = Snapshot(
+        steps_done.triton, step_metric_counters(_metrics(1.5, localizer_count=5, preprocess_count=4))
     )
-    assert bench.requests_counted(before, all_done) == 1
+    assert requests_counted(before, all_done) == 1
 
 
 #: A process that maps 64 MiB of shared memory and writes it, forks one child that reads it, and says
@@ -242,10 +234,10 @@ def test_tree_memory_counts_shared_pages_once_in_pss() -> None:
     ) as parent:
         try:
             assert parent.stdout is not None and parent.stdout.readline().strip() == "ready"
-            assert len(bench.process_tree(parent.pid)) == 2
-            rss_kib, anon_kib = bench.tree_memory_kib(parent.pid)
-            pss_kib = bench.tree_pss_kib(parent.pid)
-            with bench.MemorySampler(parent.pid, period_s=0.05) as sampler:
+            assert len(process_tree(parent.pid)) == 2
+            rss_kib, anon_kib = tree_memory_kib(parent.pid)
+            pss_kib = tree_pss_kib(parent.pid)
+            with MemorySampler(parent.pid, period_s=0.05) as sampler:
                 time.sleep(0.3)
         finally:
             os.killpg(parent.pid, signal.SIGKILL)  # the parent and its child
@@ -263,7 +255,7 @@ def test_tree_memory_counts_shared_pages_once_in_pss() -> None:
 
 
 def _level(transport: str, threads: int, throughput: float, pss_mib: float) -> object:
-    return bench.ConcurrencyLevel(
+    return ConcurrencyLevel(
         threads=threads,
         transport=transport,
         requests=4 * threads,
@@ -286,20 +278,20 @@ def test_memory_target_takes_the_largest_growth_over_the_sweeps() -> None:
         _level("grpc", 8, 2.2, 9100.0),  # listed before its 1-client level: sorted by clients
         _level("grpc", 1, 1.3, 7000.0),
     ]
-    targets = {t.name: t for t in bench.check_targets([], [], sweep)}
+    targets = {t.name: t for t in check_targets([], [], sweep)}
     memory = targets["server memory (PSS) at most / at 1 client"]
     assert memory.value == pytest.approx(1.3)
     assert memory.verdict == "MISS"
     assert targets["throughput at 2 / at 1 client"].value == pytest.approx(3.1 / 1.7)
     assert targets["throughput at 8 / best below"].value == pytest.approx(3.2 / 3.1)
-    within = {t.name: t for t in bench.check_targets([], [], sweep[:3])}
+    within = {t.name: t for t in check_targets([], [], sweep[:3])}
     assert within["server memory (PSS) at most / at 1 client"].verdict == "PASS"
     assert within["serving overhead, shm"].verdict == "n/a"  # no latency measured
 
 
 def test_the_timing_rule_warms_up_once_and_takes_the_median(monkeypatch) -> None:
     timing = sys.modules["timing"]  # benchmarks/timing.py, which the scripts import
-    assert bench.median_seconds is timing.median_seconds
+    assert median_seconds is timing.median_seconds
     clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 25.0])  # timed calls of 3, 1 and 5 s
     monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock))
     calls: list[str] = []
