@@ -24,10 +24,13 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 from timing import median_seconds
 
-from vfq.cuda_runtime import call, memcpy_kind
+from vfq.cuda_runtime import CudaError, call, memcpy_kind, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "export" / "weights"
@@ -383,6 +386,99 @@ def through_triton(
     return result
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """One thing the check needs where it runs, and whether it is there."""
+
+    name: str
+    found: bool
+    detail: str
+    required: bool = True
+
+
+def _installed(distribution: str, module: str) -> str | None:
+    """The installed version of ``distribution`` when its module ``module`` can be imported, else
+    ``None``."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:  # unpacked without its metadata
+        return "present"
+
+
+def _missing_libraries(binary: Path, library_path: Path) -> list[str]:
+    """The shared libraries the dynamic loader cannot find for ``binary`` (``ldd``), with the wheel's
+    library folder on the path as the server's environment has it."""
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            filter(None, (os.environ.get("LD_LIBRARY_PATH"), str(library_path)))
+        ),
+    }
+    done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=env)
+    return [line.split()[0] for line in done.stdout.splitlines() if "not found" in line]
+
+
+def requirements(variants: list[ServerVariant]) -> list[Requirement]:
+    """What the asked sections need here, found or not (nothing is started): PyTorch; for the served
+    variants numpy < 2 (the python-backend stub), tritonclient, nvidia-pytriton with the stub of this
+    Python and every library both load; cuda-python for a ``cudashm`` variant, a GPU for a variant that
+    resamples on one. A GPU otherwise (without one the run is a dry run on the CPU), tcmalloc and
+    TensorRT are reported, not required."""
+    import torch
+
+    from vfq.server.embedded import ALLOCATORS, allocator_preload, triton_home
+
+    cuda = torch.cuda.is_available()
+    card = torch.cuda.get_device_name(0) if cuda else "none: a dry run on the CPU"
+    tensorrt = _installed("tensorrt", "tensorrt")
+    found = [
+        Requirement("torch", True, torch.__version__),
+        Requirement("GPU", cuda, card, required=False),
+        Requirement("tensorrt", tensorrt is not None, tensorrt or "none: no plans built", required=False),
+    ]
+    if not variants:
+        return found
+    numpy_major = int(np.__version__.split(".")[0])
+    found.append(Requirement("numpy < 2 (python-backend stub)", numpy_major < 2, np.__version__))
+    client = _installed("tritonclient", "tritonclient.grpc")
+    rapidjson = importlib.util.find_spec("rapidjson") is not None
+    detail = (client or "missing") + ("" if rapidjson else "; its python-rapidjson missing")
+    found.append(Requirement("tritonclient", client is not None and rapidjson, detail))
+    if importlib.util.find_spec("pytriton") is None:
+        found.append(Requirement("nvidia-pytriton", False, "missing: pip install --no-deps nvidia-pytriton"))
+    else:
+        home = triton_home()
+        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        binaries = {
+            "tritonserver": home / "bin" / "tritonserver",
+            f"python-backend stub for Python {python}": home
+            / "python_backend_stubs"
+            / python
+            / "triton_python_backend_stub",
+        }
+        for name, binary in binaries.items():
+            if not binary.is_file():
+                found.append(Requirement(name, False, f"no {binary}"))
+                continue
+            missing = _missing_libraries(binary, home.parents[1] / "nvidia_pytriton.libs")
+            detail = "not found: " + ", ".join(missing) if missing else "every library found"
+            found.append(Requirement(name, not missing, detail))
+    preload = allocator_preload(ALLOCATORS[0])
+    found.append(
+        Requirement("tcmalloc", preload is not None, preload or "none: glibc malloc", required=False)
+    )
+    if any(variant.transport == "cudashm" for variant in variants):
+        try:
+            found.append(Requirement("cuda-python (CUDA shared memory)", True, runtime().__name__))
+        except CudaError as error:
+            found.append(Requirement("cuda-python (CUDA shared memory)", False, str(error)))
+    if any(variant.resample_device.startswith("cuda") for variant in variants):
+        found.append(Requirement("GPU for the CT steps (device cuda)", cuda, card))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu_check"))
@@ -399,7 +495,20 @@ def main(argv: list[str] | None = None) -> int:
         "resampled: numpy, auto or a torch device, default numpy; how the client hands it over: shm "
         "or cudashm, default shm); repeat to compare, default 4:1",
     )
+    parser.add_argument(
+        "--preflight",
+        action="store_true",
+        help="only say what the asked sections need here and whether it is there (seconds; exit 1 when "
+        "something required is missing)",
+    )
     args = parser.parse_args(argv)
+    args.variant = args.variant or [ServerVariant(4, 1)]
+    needs = requirements(args.variant)
+    for need in needs:
+        verdict = "ok" if need.found else "MISSING" if need.required else "absent"
+        print(f"{verdict:8} {need.name}: {need.detail}", flush=True)
+    if args.preflight:
+        return 0 if all(need.found or not need.required for need in needs) else 1
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -413,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "numpy": np.__version__,
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "requirements": {need.name: need.detail for need in needs},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"card: {card}", flush=True)
@@ -441,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                         else "skipped: nvidia-pytriton is not installed"
                     )
                 )
-                for index, variant in enumerate(args.variant or [ServerVariant(4, 1)])
+                for index, variant in enumerate(args.variant)
             },
         }
         for name, section in sections.items():

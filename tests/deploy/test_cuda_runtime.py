@@ -46,7 +46,8 @@ def runtime_names_used(path: Path) -> set[str]:
             elif node.func.id == "memcpy_kind":
                 used.add(f"cudaMemcpyKind.{node.args[0].value}")
         if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "runtime()":
-            used.add(node.attr)
+            if not node.attr.startswith("__"):  # the module's own (its __name__), not CUDA's
+                used.add(node.attr)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
             if ast.unparse(node.value.value) == "module":
                 used.add(f"{node.value.attr}.{node.attr}")

@@ -5,6 +5,7 @@ PyTorch checkpoints (TorchNetworkModel) and the CT resamplings of preprocess and
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,3 +74,37 @@ def test_the_numpy_variant_sets_numpy_where_the_repository_says_auto(tmp_path):
     for step in gpu_check.RESAMPLING_STEPS:
         config = (repository / step / "config.pbtxt").read_text(encoding="utf-8")
         assert 'key: "device"\n  value {\n    string_value: "numpy"' in config
+
+
+def test_the_preflight_finds_what_the_served_check_needs_here_and_names_what_is_missing(monkeypatch):
+    import torch
+
+    monkeypatch.setitem(sys.modules, "cuda", None)  # as on a host without cuda-python
+    needs = {need.name: need for need in gpu_check.requirements([gpu_check.ServerVariant(2, 1)])}
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for name in (
+        "numpy < 2 (python-backend stub)",
+        "tritonserver",
+        f"python-backend stub for Python {python}",
+    ):
+        assert needs[name].found and needs[name].required, needs[name]
+    assert needs["tritonserver"].detail == "every library found"
+    assert not needs["GPU"].required  # without one the check is a dry run on the CPU
+    cuda = {
+        need.name: need for need in gpu_check.requirements([gpu_check.ServerVariant(2, 1, "cuda", "cudashm")])
+    }
+    assert cuda["GPU for the CT steps (device cuda)"].found == torch.cuda.is_available()
+    assert not cuda["cuda-python (CUDA shared memory)"].found
+    assert "pip install 'cuda-python>=12.6.2'" in cuda["cuda-python (CUDA shared memory)"].detail
+    assert gpu_check.main(["--preflight", "--variant", "2:1:cuda:cudashm"]) == 1  # no cuda-python
+    assert gpu_check.main(["--preflight", "--variant", "2:1"]) == 0
+
+
+def test_the_preflight_reports_a_library_the_server_could_not_load(tmp_path):
+    from vfq.server.embedded import triton_home
+
+    stub = triton_home() / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
+    moved = tmp_path / "triton_python_backend_stub"
+    shutil.copy2(stub / "triton_python_backend_stub", moved)  # away from the wheel's libraries (its RPATH)
+    missing = gpu_check._missing_libraries(moved, tmp_path)
+    assert any(name.startswith("libcudart-") for name in missing), missing
