@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -409,7 +410,9 @@ def _installed(distribution: str, module: str) -> str | None:
 
 def _missing_libraries(binary: Path, library_path: Path) -> list[str]:
     """The shared libraries the dynamic loader cannot find for ``binary`` (``ldd``), with the wheel's
-    library folder on the path as the server's environment has it."""
+    library folder on the path as the server's environment has it; none where ``ldd`` is missing."""
+    if shutil.which("ldd") is None:
+        return []
     env = {
         **os.environ,
         "LD_LIBRARY_PATH": os.pathsep.join(
@@ -421,8 +424,8 @@ def _missing_libraries(binary: Path, library_path: Path) -> list[str]:
 
 
 def requirements(variants: list[ServerVariant]) -> list[Requirement]:
-    """What the asked sections need here, found or not (nothing is started): PyTorch; for the served
-    variants numpy < 2 (the python-backend stub), tritonclient, nvidia-pytriton with the stub of this
+    """What the sections need here, found or not (nothing is started): PyTorch; for the served
+    ``variants`` numpy < 2 (the python-backend stub), tritonclient, nvidia-pytriton with the stub of this
     Python and every library both load; cuda-python for a ``cudashm`` variant, a GPU for a variant that
     resamples on one. A GPU otherwise (without one the run is a dry run on the CPU), tcmalloc and
     TensorRT are reported, not required."""
@@ -438,8 +441,6 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
         Requirement("GPU", cuda, card, required=False),
         Requirement("tensorrt", tensorrt is not None, tensorrt or "none: no plans built", required=False),
     ]
-    if not variants:
-        return found
     numpy_major = int(np.__version__.split(".")[0])
     found.append(Requirement("numpy < 2 (python-backend stub)", numpy_major < 2, np.__version__))
     client = _installed("tritonclient", "tritonclient.grpc")
