@@ -12,8 +12,8 @@ import inspect
 import pytest
 
 from vfq.export import tensorrt_plans as plans
-from vfq.export.repository import main
-from vfq.preprocess import MAX_EXTENT_MM, localizer_grid
+from vfq.export.repository import main, warmup_samples
+from vfq.preprocess import MAX_EXTENT_MM, MAX_SHAPE, localizer_grid
 from vfq.tensors import DETECTOR_WIDTH_PX
 from vfq.volume import ImageGeometry
 
@@ -140,3 +140,13 @@ def test_the_plan_code_calls_only_tensorrt_api_checked_against_the_servers_tenso
     assert used - TENSORRT_10_5_API == set()
     removed = "config.max_workspace_size = 1 << 30\nengine = builder.build_engine(network, config)"
     assert _tensorrt_names(removed) - TENSORRT_10_5_API == {"max_workspace_size", "build_engine"}
+
+
+@pytest.mark.parametrize("slices", [2, 7, 100, 300, 1000, MAX_SHAPE[0]])
+def test_every_warmup_the_writer_accepts_fits_the_plans_profiles(slices):
+    """A warm-up request outside a plan's optimization profile fails, and in Triton 2.51 a failed
+    warm-up fails the model's load: every slice count ``--warmup-slices`` takes must fit."""
+    samples = warmup_samples(slices)
+    for model, profile in plans.PROFILES.items():
+        (tensor,) = samples[model].inputs.values()
+        assert profile.covers(tuple(tensor.dims)), (model, tuple(tensor.dims))
