@@ -49,6 +49,7 @@ USER 1000
 WORKDIR /opt/vfq
 EXPOSE 8000 8001 8002
 
-# Build (or keep) the plans for this GPU, check them, then serve. HTTP is off; Kubernetes sets its own
-# command (helm/vfq).
-CMD ["sh", "-c", "vfq-repository build-plans --source /opt/vfq/model_repository --out /plan-cache/model_repository --timing-cache /plan-cache/timing.cache && vfq-repository check-plans --repository /plan-cache/model_repository && exec env LD_PRELOAD=/opt/vfq/lib/libtcmalloc.so tritonserver --model-repository=/plan-cache/model_repository --model-control-mode=none --strict-readiness=true --allow-http=false --exit-timeout-secs=30"]
+# Build (or keep) the plans for this GPU, check them, then serve. HTTP is off; the CUDA memory pool
+# that hands GPU tensors between the steps is the chart's default size (helm/vfq/values.yaml,
+# server.cudaMemoryPoolBytes); Kubernetes sets its own command (helm/vfq).
+CMD ["sh", "-c", "vfq-repository build-plans --source /opt/vfq/model_repository --out /plan-cache/model_repository --timing-cache /plan-cache/timing.cache && vfq-repository check-plans --repository /plan-cache/model_repository && exec env LD_PRELOAD=/opt/vfq/lib/libtcmalloc.so tritonserver --model-repository=/plan-cache/model_repository --model-control-mode=none --strict-readiness=true --allow-http=false --exit-timeout-secs=30 --cuda-memory-pool-byte-size=0:402653184"]

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from vfq.server import IMAGE_TORCH_VERSION, NGC_RELEASE, TENSORRT_VERSION
 from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, STEP_LIBRARY_THREADS
 
@@ -92,3 +94,11 @@ def test_the_image_has_the_torch_that_the_ct_steps_resample_on_the_gpu_with():
         config = (ROOT / "model_repository" / step / "config.pbtxt").read_text(encoding="utf-8")
         assert 'key: "device", value: { string_value: "auto" }' in config
         assert 'key: "FORCE_CPU_ONLY_INPUT_TENSORS", value: { string_value: "no" }' in config
+
+
+def test_the_image_sizes_the_cuda_memory_pool_as_the_chart_does():
+    """GPU tensors go from step to step through Triton's CUDA memory pool (64 MiB unless set); the
+    image's own command gives it the chart's default size."""
+    chart = yaml.safe_load((ROOT / "helm" / "vfq" / "values.yaml").read_text(encoding="utf-8"))
+    (command,) = instructions("CMD")
+    assert f"--cuda-memory-pool-byte-size=0:{chart['server']['cudaMemoryPoolBytes']}" in command
