@@ -8,8 +8,8 @@ On a 512 × 512 × 300 phantom (0.7 × 0.7 × 1 mm) it measures, with the card's
    the two CT resamplings in PyTorch on the GPU (:mod:`vfq.torch_resampling`);
 3. the whole pipeline through the embedded Triton (when ``nvidia-pytriton`` is installed), its
    network steps as python models running the checkpoints on CUDA
-   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC with shared memory, for each served
-   set-up asked for (:class:`ServerVariant`): median latency with each step's server-side queue and
+   (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC (with system or CUDA shared memory, or
+   plain), for each served set-up asked for (:class:`ServerVariant`): median latency with each step's server-side queue and
    compute time, and throughput over 1, 2, 4, 8 client threads — goals ≤ 0.2 s per scan and
    ≥ 30 scans/s at 8.
 
@@ -63,8 +63,9 @@ CONCURRENCY = (1, 2, 4, 8)
 
 
 #: How the client hands the CT to the server (:class:`ServerVariant`): system shared memory (the
-#: product client's), or CUDA shared memory on GPU 0 (:class:`CudaShmCaller`).
-TRANSPORTS = ("shm", "cudashm")
+#: product client's on the server's host), plain gRPC (a client elsewhere: in a cluster, every
+#: client), or CUDA shared memory on GPU 0 (:class:`CudaShmCaller`).
+TRANSPORTS = ("shm", "grpc", "cudashm")
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ def through_triton(
             finally:
                 cuda_client.close()
         else:
-            with VfqClient(url, shared_memory=True, timeout_s=120) as client:
+            with VfqClient(url, shared_memory=variant.transport == "shm", timeout_s=120) as client:
                 yield lambda: len(client.analyze_array(ct.array, ct.geometry).vertebrae)
 
     def session(url: str, requests: int, barrier: threading.Barrier | None) -> list[tuple[float, float]]:
@@ -493,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="served set-up INSTANCES:THREADS[:DEVICE[:TRANSPORT]] (instances of each python step, "
         "threads of the numeric libraries in each step process or 'default', where the CT is "
-        "resampled: numpy, auto or a torch device, default numpy; how the client hands it over: shm "
-        "or cudashm, default shm); repeat to compare, default 4:1",
+        "resampled: numpy, auto or a torch device, default numpy; how the client hands it over: shm, "
+        "grpc or cudashm, default shm); repeat to compare, default 4:1",
     )
     parser.add_argument(
         "--preflight",

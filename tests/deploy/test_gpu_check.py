@@ -58,7 +58,10 @@ def test_a_served_variant_reads_instances_threads_device_and_transport():
     assert variant == gpu_check.ServerVariant(4, 1, "cuda") and str(variant) == "4:1:cuda:shm"
     variant = gpu_check.ServerVariant.parse("8:1:auto:cudashm")
     assert (variant.resample_device, variant.transport) == ("auto", "cudashm")
-    with pytest.raises(ValueError, match=r"transport must be one of \('shm', 'cudashm'\), got 'cuda'"):
+    assert gpu_check.ServerVariant.parse("8:1:cuda:grpc").transport == "grpc"
+    with pytest.raises(
+        ValueError, match=r"transport must be one of \('shm', 'grpc', 'cudashm'\), got 'cuda'"
+    ):
         gpu_check.ServerVariant.parse("8:1:cuda:cuda")
     with pytest.raises(ValueError, match="the cudashm transport needs the CT steps on a torch device"):
         gpu_check.ServerVariant.parse("8:1:numpy:cudashm")
