@@ -9,9 +9,11 @@ On a 512 × 512 × 300 phantom (0.7 × 0.7 × 1 mm) it measures, with the card's
 3. the whole pipeline through the embedded Triton (when ``nvidia-pytriton`` is installed), its
    network steps as python models running the checkpoints on CUDA
    (:class:`vfq.server.backend.TorchNetworkModel`), over gRPC (with system or CUDA shared memory, or
-   plain), for each served set-up asked for (:class:`ServerVariant`): median latency with each step's server-side queue and
-   compute time, and throughput over 1, 2, 4, 8 client threads — goals ≤ 0.2 s per scan and
-   ≥ 30 scans/s at 8.
+   plain), for each served set-up asked for (:class:`ServerVariant`): median latency with each
+   step's server-side queue and compute time, and throughput over 1, 2, 4, 8 client threads — goals
+   ≤ 0.2 s per scan and ≥ 30 scans/s at 8.
+
+Start with ``--preflight`` on a new host: it says in seconds what is missing.
 
 It installs nothing: what is missing is reported and skipped. Without a GPU it runs on the CPU and
 says so (a dry run of the script itself). Results: printed, and written as JSON to ``--out``::
