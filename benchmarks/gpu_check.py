@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -434,7 +433,7 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
     TensorRT are reported, not required."""
     import torch
 
-    from vfq.server.embedded import ALLOCATORS, allocator_preload, triton_home
+    from vfq.server.embedded import ALLOCATORS, allocator_preload, python_stub, triton_home, wheel_libraries
 
     cuda = torch.cuda.is_available()
     card = torch.cuda.get_device_name(0) if cuda else "none: a dry run on the CPU"
@@ -454,19 +453,16 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
         found.append(Requirement("nvidia-pytriton", False, "missing: pip install --no-deps nvidia-pytriton"))
     else:
         home = triton_home()
-        python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = python_stub(home)
         binaries = {
             "tritonserver": home / "bin" / "tritonserver",
-            f"python-backend stub for Python {python}": home
-            / "python_backend_stubs"
-            / python
-            / "triton_python_backend_stub",
+            f"python-backend stub for Python {stub.parent.name}": stub,
         }
         for name, binary in binaries.items():
             if not binary.is_file():
                 found.append(Requirement(name, False, f"no {binary}"))
                 continue
-            missing = _missing_libraries(binary, home.parents[1] / "nvidia_pytriton.libs")
+            missing = _missing_libraries(binary, wheel_libraries(home))
             detail = "not found: " + ", ".join(missing) if missing else "every library found"
             found.append(Requirement(name, not missing, detail))
     preload = allocator_preload(ALLOCATORS[0])

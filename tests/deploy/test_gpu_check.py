@@ -104,10 +104,9 @@ def test_the_preflight_finds_what_the_served_check_needs_here_and_names_what_is_
 
 
 def test_the_preflight_reports_a_library_the_server_could_not_load(tmp_path):
-    from vfq.server.embedded import triton_home
+    from vfq.server.embedded import python_stub, triton_home
 
-    stub = triton_home() / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
     moved = tmp_path / "triton_python_backend_stub"
-    shutil.copy2(stub / "triton_python_backend_stub", moved)  # away from the wheel's libraries (its RPATH)
+    shutil.copy2(python_stub(triton_home()), moved)  # away from the wheel's libraries (its RPATH)
     missing = gpu_check._missing_libraries(moved, tmp_path)
     assert any(name.startswith("libcudart-") for name in missing), missing

@@ -91,12 +91,25 @@ def triton_home() -> Path:
     return home
 
 
+def python_stub(home: Path) -> Path:
+    """The python-backend stub of this interpreter's Python version in the ``tritonserver`` folder."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return home / "python_backend_stubs" / version / "triton_python_backend_stub"
+
+
+def wheel_libraries(home: Path) -> Path:
+    """The wheel's shared libraries beside its ``tritonserver`` folder, which the server and its stubs
+    load (on the library path of the server's environment)."""
+    return home.parents[1] / "nvidia_pytriton.libs"
+
+
 def build_backend_directory(home: Path, target: Path) -> Path:
     """Assemble ``target/python``: the python backend with the stub of this interpreter."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    stub = python_stub(home)
     if not stub.is_file():
-        raise ServerStartError(f"the embedded Triton has no python-backend stub for Python {version}")
+        raise ServerStartError(
+            f"the embedded Triton has no python-backend stub for Python {stub.parent.name}"
+        )
     python = target / "python"
     python.mkdir(parents=True, exist_ok=True)
     for item in (home / "backends" / "python").iterdir():
@@ -214,7 +227,7 @@ class EmbeddedServer:
         the allocator preloaded, the numeric libraries' threads set."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        libs = triton_home().parents[1] / "nvidia_pytriton.libs"
+        libs = wheel_libraries(triton_home())
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
         if self.preload:
             env["LD_PRELOAD"] = " ".join(p for p in (self.preload, env.get("LD_PRELOAD")) if p)
