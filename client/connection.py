@@ -343,6 +343,7 @@ class VfqClient:
             payload = infer_request_bytes(
                 self.model, [(CT_INPUT, array), (SPACING_INPUT, spacing)], PIPELINE_OUTPUTS
             )
+            seconds["serialize"] = time.perf_counter() - start
             infer = functools.partial(self._raw_infer, payload, compression=self.compression)
         try:
             answer = self._call("inference", infer, timeout_s=self.timeout_s)

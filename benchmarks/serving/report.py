@@ -64,16 +64,27 @@ def print_breakdown(
             ms(e.shared_memory_copy_s),
             ms(e.latency_s.p50 - e.call_s),
             ms(e.call_s),
+            ms(e.serialize_s),
             ms(e.server_s),
-            ms(e.call_s - e.server_s),
+            ms(e.call_s - (e.serialize_s or 0.0) - e.server_s),
         ]
         for e in latency
         if e.scan == reference
     ]
-    headers = ["transport", "total", "shm copy", "outside call", "call", "server", "call - server"]
+    headers = [
+        "transport",
+        "total",
+        "shm copy",
+        "outside call",
+        "call",
+        "serialize",
+        "server",
+        "transfer+wait",
+    ]
     print(text_table(headers, rows))
-    print("  outside call: building the request and reading the answer in the client (incl. shm copy);")
-    print("  call - server: serialize + transfer + wait outside Triton's accounting")
+    print("  outside call: preparing the request and reading the answer in the client (incl. shm copy);")
+    print("  call = serialize (plain gRPC: building the message) + server + transfer+wait, the transfer")
+    print("  both ways and the wait outside Triton's accounting")
     shm = next(e for e in latency if e.scan == reference and e.transport == Transport.SHARED_MEMORY.value)
     rows = [
         [

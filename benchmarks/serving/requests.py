@@ -33,6 +33,9 @@ from .transport import Transport
 
 #: The client's timeout of every request (s).
 REQUEST_TIMEOUT_S = 600.0
+#: The client's own timed parts of a request (``StudyResult.seconds``): the copy into shared memory
+#: before the call, building the plain-gRPC message within it.
+CLIENT_PARTS = ("shared_memory_copy", "serialize")
 
 
 class ServerProbe:
@@ -99,6 +102,7 @@ class ServedLatency:
         call_s: median of ``VfqClient``'s ``request`` time (the gRPC call: serialize, transfer, server,
             answer).
         shared_memory_copy_s: median time to copy the CT into the shared-memory region (shm only).
+        serialize_s: median time to build the request message, part of ``call_s`` (plain gRPC only).
         server_s: median time Triton spent on the ensemble request (statistics API, ``success``).
         steps: per ensemble step.
         server_split_s: medians of :func:`server_split` per request.
@@ -110,6 +114,7 @@ class ServedLatency:
     latency_s: Percentiles
     call_s: float
     shared_memory_copy_s: float | None
+    serialize_s: float | None
     server_s: float
     steps: dict[str, StepTimes]
     server_split_s: dict[str, float]
@@ -123,7 +128,7 @@ class RequestLog:
 
     latency: list[float] = field(default_factory=list)
     call: list[float] = field(default_factory=list)
-    shm_copy: list[float] = field(default_factory=list)
+    client_parts: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in CLIENT_PARTS})
     triton: list[dict[str, float]] = field(default_factory=list)
     steps: list[dict[str, float]] = field(default_factory=list)
     last: StudyResult | None = None
@@ -131,11 +136,16 @@ class RequestLog:
     def add(self, latency: float, result: StudyResult, before: Snapshot, after: Snapshot) -> None:
         self.latency.append(latency)
         self.call.append(result.seconds["request"])
-        if "shared_memory_copy" in result.seconds:
-            self.shm_copy.append(result.seconds["shared_memory_copy"])
+        for part, times in self.client_parts.items():
+            if part in result.seconds:
+                times.append(result.seconds[part])
         self.triton.append(per_event(counters_delta(before.triton, after.triton), 1e-9))
         self.steps.append(per_event(counters_delta(before.steps, after.steps)))
         self.last = result
+
+    def _median_part(self, part: str) -> float | None:
+        times = self.client_parts[part]
+        return statistics.median(times) if times else None
 
     def summary(self, scan: Scan, transport: Transport) -> ServedLatency:
         def med(values: Iterable[float | None]) -> float:
@@ -163,7 +173,8 @@ class RequestLog:
             transport=transport.value,
             latency_s=Percentiles.of(self.latency),
             call_s=statistics.median(self.call),
-            shared_memory_copy_s=statistics.median(self.shm_copy) if self.shm_copy else None,
+            shared_memory_copy_s=self._median_part("shared_memory_copy"),
+            serialize_s=self._median_part("serialize"),
             server_s=triton(ENSEMBLE, "success"),
             steps=steps,
             server_split_s={

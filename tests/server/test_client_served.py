@@ -46,14 +46,19 @@ def test_a_file_through_the_client_equals_the_in_process_pipeline(server, phanto
 
 
 @pytest.mark.parametrize(
-    "options", [{"shared_memory": True}, {"compression": "gzip"}], ids=["shared-memory", "gzip"]
+    ("options", "own_step"),
+    [({"shared_memory": True}, "shared_memory_copy"), ({"compression": "gzip"}, "serialize")],
+    ids=["shared-memory", "gzip"],
 )
-def test_every_transport_gives_the_same_answer(server, phantom, in_process, options):
+def test_every_transport_gives_the_same_answer(server, phantom, in_process, options, own_step):
     reference = in_process.analyze(phantom.ct)
     with VfqClient(server.grpc_url, timeout_s=60, **options) as client:
         for _ in range(2):  # a shared-memory region is reused by the second call
             study = client.analyze_array(phantom.ct.array, phantom.ct.geometry, source="phantom")
             assert_study_equals_in_process(study, phantom.ct, reference)
+            # the client's own part is timed apart; serializing is part of the request
+            assert set(study.seconds) == {"request", own_step} and study.seconds[own_step] > 0
+            assert own_step != "serialize" or study.seconds["serialize"] < study.seconds["request"]
 
 
 def test_a_batch_goes_on_past_failures_and_a_rerun_skips_what_is_done(
