@@ -115,9 +115,7 @@ def test_the_server_answers_in_voxels_and_the_client_maps_them_with_its_own_geom
     assert result.seconds["request"] > 0 and result.model_version == "1"
 
 
-def test_analyze_reads_a_file_with_its_origin_and_times_read_and_request(
-    server, scans, plain_results, tmp_path
-):
+def test_analyze_reads_a_file_with_its_origin_and_times_its_parts(server, scans, plain_results, tmp_path):
     array, geometry = scans["crop"]
     origin = (10.0, -20.0, 30.0)
     image = sitk.GetImageFromArray(array)
@@ -131,7 +129,7 @@ def test_analyze_reads_a_file_with_its_origin_and_times_read_and_request(
 
     assert result.source == str(path) and len(result.vertebrae) > 0
     assert result.geometry.origin == origin and result.geometry.spacing == geometry.spacing
-    assert set(result.seconds) == {"read", "request"} and min(result.seconds.values()) > 0
+    assert set(result.seconds) == {"read", "serialize", "request"} and min(result.seconds.values()) > 0
     assert_same_answer(result, plain_results["crop"])  # the file's pixels arrived unchanged
     # an axial file: world (x, y, z) = origin + voxel (x, y, z) * spacing (x, y, z)
     world = np.array([v.keypoints_world for v in result.vertebrae])
