@@ -228,7 +228,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         e for e in latency if e.scan == reference.name and e.transport == Transport.SHARED_MEMORY.value
     )
     shapes = pipeline.shapes[reference.name]
-    floors = step_floors(reference, shapes, network_macs(shapes), compute, reference_shm, reference_local)
+    # the floor needs every network's input shape: none where the scan had no spine to straighten
+    assessed = bool(shapes.detector_input)
+    floors = (
+        step_floors(reference, shapes, network_macs(shapes), compute, reference_shm, reference_local)
+        if assessed
+        else []
+    )
     targets = check_targets(latency, in_process, sweep)
 
     print_latency(latency, in_process)

@@ -109,7 +109,10 @@ def print_breakdown(
 
 
 def print_floors(reference: str, floors: Sequence[StepFloor], compute: Mapping[str, float]) -> None:
-    """Each step's floor next to its measured time."""
+    """Each step's floor next to its measured time (none when the scan was not assessed)."""
+    if not floors:
+        print(f"\nFloor, {reference}: none — the scan was not assessable, so the detector never ran")
+        return
     print(
         f"\nFloor, {reference}: matmul {compute['matmul_flop_per_s_per_core'] / 1e9:.1f} GFLOP/s per core"
         f" × {compute['network_threads']:g} threads for the networks,"
