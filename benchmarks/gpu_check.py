@@ -427,10 +427,10 @@ def _missing_libraries(binary: Path, library_path: Path) -> list[str]:
 
 def requirements(variants: list[ServerVariant]) -> list[Requirement]:
     """What the sections need here, found or not (nothing is started): PyTorch; for the served
-    ``variants`` numpy < 2 (the python-backend stub), tritonclient, nvidia-pytriton with the stub of this
-    Python and every library both load; cuda-python for a ``cudashm`` variant, a GPU for a variant that
-    resamples on one. A GPU otherwise (without one the run is a dry run on the CPU), tcmalloc and
-    TensorRT are reported, not required."""
+    ``variants`` numpy < 2 (the python-backend stub), tritonclient, prometheus-client (the server's
+    counters), nvidia-pytriton with the stub of this Python and every library both load; cuda-python
+    for a ``cudashm`` variant, a GPU for a variant that resamples on one. A GPU otherwise (without one
+    the run is a dry run on the CPU), tcmalloc and TensorRT are reported, not required."""
     import torch
 
     from vfq.server.embedded import ALLOCATORS, allocator_preload, python_stub, triton_home, wheel_libraries
@@ -449,6 +449,8 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
     rapidjson = importlib.util.find_spec("rapidjson") is not None
     detail = (client or "missing") + ("" if rapidjson else "; its python-rapidjson missing")
     found.append(Requirement("tritonclient", client is not None and rapidjson, detail))
+    metrics = _installed("prometheus-client", "prometheus_client")
+    found.append(Requirement("prometheus-client", metrics is not None, metrics or "missing"))
     if importlib.util.find_spec("pytriton") is None:
         found.append(Requirement("nvidia-pytriton", False, "missing: pip install --no-deps nvidia-pytriton"))
     else:
