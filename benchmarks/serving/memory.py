@@ -6,28 +6,13 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from vfq.server.embedded import process_tree
+
 #: How often :class:`MemorySampler` reads the RSS (s).
 MEMORY_PERIOD_S = 0.2
 #: :class:`MemorySampler` reads the PSS again when the summed RSS exceeds this multiple of its value
 #: at the last reading.
 PSS_REREAD_GROWTH = 1.01
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants (from ``/proc/*/stat``)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def tree_memory_kib(root: int) -> tuple[int, int]:

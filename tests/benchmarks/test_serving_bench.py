@@ -25,12 +25,14 @@ from serving.figures import (
     step_metric_counters,
     triton_counters,
 )
-from serving.memory import MemorySampler, process_tree, tree_memory_kib, tree_pss_kib
+from serving.memory import MemorySampler, tree_memory_kib, tree_pss_kib
 from serving.report import readme_block
 from serving.scans import median_seconds
 from serving.sweep import ConcurrencyLevel
 from serving.tables import MARK_BEGIN, MARK_END, ms, replace_marked
 from serving.targets import check_targets
+
+from vfq.server.embedded import process_tree
 
 
 def _stats(localizer_infer_ns: int, count: int, ensemble_ns: int) -> dict:

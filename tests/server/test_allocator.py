@@ -17,26 +17,9 @@ from server_factories import scrape, value
 
 from vfq.client import VfqClient
 from vfq.export.repository import write_repository
-from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, EmbeddedServer, allocator_preload
+from vfq.server.embedded import LIBRARY_THREAD_VARIABLES, EmbeddedServer, allocator_preload, process_tree
 from vfq.server.memory import RetainedMemoryCap
 from vfq.volume import ImageGeometry
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc's parent links)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # a process that ended meanwhile
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def mapped_libraries(pid: int) -> set[str]:
@@ -47,7 +30,7 @@ def mapped_libraries(pid: int) -> set[str]:
 def stubs_of(server: EmbeddedServer, model: str | None = None) -> list[int]:
     """The python-backend stub processes of ``model`` (of every model for ``None``)."""
     found = []
-    for pid in descendants(server.process.pid):
+    for pid in process_tree(server.process.pid):
         arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         if not arguments[0].endswith(b"triton_python_backend_stub"):
             continue

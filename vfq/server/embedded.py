@@ -129,6 +129,24 @@ def allocator_preload(allocator: str) -> str | None:
     return next(filter(None, map(ctypes.util.find_library, TCMALLOC_LIBRARIES)), None)
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` first, then every process below it, from the parent links in ``/proc/*/stat``: for the
+    embedded server's process, the server and its python-backend stubs (Linux only)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a process that ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
 def free_port() -> int:
     """A TCP port on the loopback nobody listens on now."""
     with socket.socket() as sock:
