@@ -59,8 +59,10 @@ CHECKPOINTS = {
 RESAMPLING_STEPS = ("preprocess", "straighten")
 #: Triton's per-request compute phases (statistics API).
 COMPUTE_FIELDS = ("compute_input", "compute_infer", "compute_output")
-#: Client threads of the throughput sweep.
+#: Client threads of the throughput sweep (the goal is at 8).
 CONCURRENCY = (1, 2, 4, 8)
+#: Slices of the phantom CT (512 × 512, 0.7 × 0.7 × 1 mm): the goal's scan.
+SLICES = 300
 
 
 #: How the client hands the CT to the server (:class:`ServerVariant`): system shared memory (the
@@ -168,11 +170,14 @@ class CudaShmCaller:
         self.client.close()
 
 
-def phantom_ct():
+def phantom_ct(slices: int = SLICES):
+    """The whole-spine phantom of ``slices`` 512 × 512 slices at 0.7 × 0.7 × 1 mm."""
     from vfq.phantoms import Acquisition, generate, sample_spec
     from vfq.phantoms.generate import FieldOfView
 
-    acquisition = Acquisition(spacing=(1.0, 0.7, 0.7), slice_thickness=1.0, matrix=(512, 512), n_slices=300)
+    acquisition = Acquisition(
+        spacing=(1.0, 0.7, 0.7), slice_thickness=1.0, matrix=(512, 512), n_slices=slices
+    )
     return generate(sample_spec(2024, FieldOfView.WHOLE_SPINE, acquisition)).ct
 
 
@@ -309,9 +314,16 @@ def server_step_seconds(before: dict[str, Any], after: dict[str, Any]) -> dict[s
 
 
 def through_triton(
-    ct, device: str, repeats: int, sweep_requests: int, workdir: Path, log: Path, variant: ServerVariant
+    ct,
+    device: str,
+    repeats: int,
+    sweep_requests: int,
+    clients: tuple[int, ...],
+    workdir: Path,
+    log: Path,
+    variant: ServerVariant,
 ) -> dict[str, Any]:
-    """Latency (with each step's server-side time) and a throughput sweep over ``CONCURRENCY`` client
+    """Latency (with each step's server-side time) and a throughput sweep over ``clients`` client
     threads, ``sweep_requests`` scans each, through the embedded Triton, networks on ``device``."""
     import tritonclient.grpc as grpcclient
 
@@ -351,7 +363,7 @@ def through_triton(
     result: dict[str, Any] = {"variant": variant.__dict__}
     # a CT in GPU memory reaches the python steps through Triton's CUDA memory pool on GPU 0: room
     # for it in both CT steps, for every request of the sweep's largest level at once
-    pool = [f"--cuda-memory-pool-byte-size=0:{2 * max(CONCURRENCY) * ct.array.nbytes}"]
+    pool = [f"--cuda-memory-pool-byte-size=0:{2 * max(clients) * ct.array.nbytes}"]
     extra_args = pool if variant.transport == "cudashm" else []
     with EmbeddedServer(
         repository, log=log, library_threads=variant.library_threads, extra_args=extra_args
@@ -359,8 +371,8 @@ def through_triton(
         result["server_allocator"] = server.preload or "glibc malloc"  # tcmalloc where the host has it
         # every instance answers before anything is timed: a step's first request on a fresh instance
         # (CUDA kernels loaded, buffers faulted in) is not what a running server costs
-        with ThreadPoolExecutor(max(CONCURRENCY)) as pool:
-            list(pool.map(lambda _: session(server.grpc_url, 1, None), range(max(CONCURRENCY))))
+        with ThreadPoolExecutor(max(clients)) as pool:
+            list(pool.map(lambda _: session(server.grpc_url, 1, None), range(max(clients))))
         stats = grpcclient.InferenceServerClient(server.grpc_url)
         with caller(server.grpc_url) as request:
             result["vertebrae"] = request()
@@ -369,7 +381,7 @@ def through_triton(
             result["server_steps"] = server_step_seconds(before, stats.get_inference_statistics(as_json=True))
         stats.close()
         sweep = {}
-        for threads in CONCURRENCY:
+        for threads in clients:
             barrier = threading.Barrier(threads)
             with ThreadPoolExecutor(threads) as pool:
                 level = [
@@ -489,6 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep-requests", type=int, default=4, help="timed scans per client in the sweep")
     parser.add_argument(
+        "--clients",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=CONCURRENCY,
+        help="client counts of the sweep (default 1,2,4,8: the goal is at 8)",
+    )
+    parser.add_argument(
+        "--slices", type=int, default=SLICES, help="slices of the phantom CT (default 300: the goal's scan)"
+    )
+    parser.add_argument(
         "--variant",
         type=ServerVariant.parse,
         action="append",
@@ -525,10 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "requirements": {need.name: need.detail for need in needs},
+        "slices": args.slices,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"card: {card}", flush=True)
-    ct = phantom_ct()
+    ct = phantom_ct(args.slices)
     with tempfile.TemporaryDirectory(prefix="vfq-gpu-check-") as tmp:
         sections: dict[str, Callable[[], Any]] = {
             "in_process": lambda: in_process(ct, device, args.repeats),
@@ -545,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                             device,
                             args.repeats,
                             args.sweep_requests,
+                            args.clients,
                             Path(tmp) / str(index),
                             args.out / f"tritonserver{index}.log",
                             variant,

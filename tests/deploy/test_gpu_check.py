@@ -5,7 +5,9 @@ PyTorch checkpoints (TorchNetworkModel) and the CT resamplings of preprocess and
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,3 +112,32 @@ def test_the_preflight_reports_a_library_the_server_could_not_load(tmp_path):
     shutil.copy2(python_stub(triton_home()), moved)  # away from the wheel's libraries (its RPATH)
     missing = gpu_check._missing_libraries(moved, tmp_path)
     assert any(name.startswith("libcudart-") for name in missing), missing
+
+
+def test_the_whole_check_runs_on_the_cpu_as_a_gpu_host_would_run_it(tmp_path):
+    """The script end to end, small and on the CPU (a dry run): every section answers, and what it
+    writes is what the README's GPU tables are read from. Run before device time is spent on it."""
+    out = tmp_path / "out"
+    variants = ["--variant", "2:1:cpu:shm", "--variant", "2:1:cpu:grpc"]
+    small = ["--repeats", "1", "--sweep-requests", "1", "--clients", "1,2", "--slices", "100"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *small, *variants],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=gpu_check.ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
+    assert report["card"].startswith("no GPU: CPU dry run") and report["slices"] == 100
+    assert report["requirements"]["numpy < 2 (python-backend stub)"] == np.__version__
+    assert report["tensorrt"] == "skipped: no TensorRT or no GPU"
+    assert report["in_process"]["vertebrae"] == 3  # a failed section would be its error message
+    models = {"preprocess", "spine_localizer", "straighten", "vertebra_detector", "keypoint_decoder"}
+    for transport in ("shm", "grpc"):
+        served = report[f"triton 2:1:cpu:{transport}"]
+        assert served["variant"]["transport"] == transport and served["vertebrae"] == 3
+        assert served["latency_s"] > 0 and set(served["server_steps"]) == models | {"vertebra_pipeline"}
+        assert all(step["compute_s"] > 0 for step in served["server_steps"].values())
+        assert set(served["sweep"]) == {"1", "2"}
+        assert all(level["scans_per_s"] > 0 for level in served["sweep"].values())
