@@ -422,17 +422,15 @@ def _installed(distribution: str, module: str) -> str | None:
         return "present"
 
 
-def _missing_libraries(binary: Path, library_path: Path) -> list[str]:
-    """The shared libraries the dynamic loader cannot find for ``binary`` (``ldd``), with the wheel's
-    library folder on the path as the server's environment has it; none where ``ldd`` is missing."""
+def _missing_libraries(binary: Path) -> list[str]:
+    """The shared libraries the dynamic loader cannot find for ``binary`` (``ldd``) on the library path
+    the server runs with (:func:`vfq.server.embedded.server_library_path`); none where ``ldd`` is
+    missing."""
+    from vfq.server.embedded import server_library_path
+
     if shutil.which("ldd") is None:
         return []
-    env = {
-        **os.environ,
-        "LD_LIBRARY_PATH": os.pathsep.join(
-            filter(None, (os.environ.get("LD_LIBRARY_PATH"), str(library_path)))
-        ),
-    }
+    env = {**os.environ, "LD_LIBRARY_PATH": server_library_path()}
     done = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=env)
     return [line.split()[0] for line in done.stdout.splitlines() if "not found" in line]
 
@@ -445,7 +443,7 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
     the run is a dry run on the CPU), tcmalloc and TensorRT are reported, not required."""
     import torch
 
-    from vfq.server.embedded import ALLOCATORS, allocator_preload, python_stub, triton_home, wheel_libraries
+    from vfq.server.embedded import ALLOCATORS, allocator_preload, python_stub, triton_home
 
     cuda = torch.cuda.is_available()
     card = torch.cuda.get_device_name(0) if cuda else "none: a dry run on the CPU"
@@ -476,7 +474,7 @@ def requirements(variants: list[ServerVariant]) -> list[Requirement]:
             if not binary.is_file():
                 found.append(Requirement(name, False, f"no {binary}"))
                 continue
-            missing = _missing_libraries(binary, wheel_libraries(home))
+            missing = _missing_libraries(binary)
             detail = "not found: " + ", ".join(missing) if missing else "every library found"
             found.append(Requirement(name, not missing, detail))
     preload = allocator_preload(ALLOCATORS[0])

@@ -229,10 +229,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     shapes = pipeline.shapes[reference.name]
     # the floor needs every network's input shape: none where the scan had no spine to straighten
-    assessed = bool(shapes.detector_input)
     floors = (
         step_floors(reference, shapes, network_macs(shapes), compute, reference_shm, reference_local)
-        if assessed
+        if shapes.detector_input
         else []
     )
     targets = check_targets(latency, in_process, sweep)

@@ -26,7 +26,7 @@ from serving.figures import (
     triton_counters,
 )
 from serving.memory import MemorySampler, tree_memory_kib, tree_pss_kib
-from serving.report import readme_block
+from serving.report import print_floors, readme_block
 from serving.scans import median_seconds
 from serving.sweep import ConcurrencyLevel
 from serving.tables import MARK_BEGIN, MARK_END, ms, replace_marked
@@ -300,3 +300,10 @@ def test_the_timing_rule_warms_up_once_and_takes_the_median(monkeypatch) -> None
     result = timing.median_seconds(lambda: calls.append("run"), 3, lambda: calls.append("sync"))
     assert result == 3.0
     assert calls == ["run", "sync"] * 4  # the warm-up call is not timed
+
+
+def test_a_scan_without_a_spine_has_no_floor_and_says_why(capsys) -> None:
+    print_floors("phantom 40", [], {})
+    assert capsys.readouterr().out.strip() == (
+        "Floor, phantom 40: none — the scan was not assessable, so the detector never ran"
+    )

@@ -105,12 +105,15 @@ def test_the_preflight_finds_what_the_served_check_needs_here_and_names_what_is_
     assert gpu_check.main(["--preflight", "--variant", "2:1"]) == 0
 
 
-def test_the_preflight_reports_a_library_the_server_could_not_load(tmp_path):
-    from vfq.server.embedded import python_stub, triton_home
+def test_the_preflight_reports_a_library_the_server_could_not_load(tmp_path, monkeypatch):
+    from vfq.server import embedded
 
-    moved = tmp_path / "triton_python_backend_stub"
-    shutil.copy2(python_stub(triton_home()), moved)  # away from the wheel's libraries (its RPATH)
-    missing = gpu_check._missing_libraries(moved, tmp_path)
+    moved = tmp_path / "stub" / "triton_python_backend_stub"
+    moved.parent.mkdir()
+    shutil.copy2(embedded.python_stub(embedded.triton_home()), moved)  # away from its RPATH
+    assert gpu_check._missing_libraries(moved) == []  # the server's library path has the wheel's
+    monkeypatch.setattr(embedded, "wheel_libraries", lambda home: tmp_path)  # as if they were missing
+    missing = gpu_check._missing_libraries(moved)
     assert any(name.startswith("libcudart-") for name in missing), missing
 
 

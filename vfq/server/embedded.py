@@ -103,6 +103,13 @@ def wheel_libraries(home: Path) -> Path:
     return home.parents[1] / "nvidia_pytriton.libs"
 
 
+def server_library_path() -> str:
+    """``LD_LIBRARY_PATH`` as the server and its stubs get it: this process's, then the wheel's
+    libraries."""
+    libraries = wheel_libraries(triton_home())
+    return os.pathsep.join(p for p in (os.environ.get("LD_LIBRARY_PATH"), str(libraries)) if p)
+
+
 def build_backend_directory(home: Path, target: Path) -> Path:
     """Assemble ``target/python``: the python backend with the stub of this interpreter."""
     stub = python_stub(home)
@@ -245,8 +252,7 @@ class EmbeddedServer:
         the allocator preloaded, the numeric libraries' threads set."""
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        libs = wheel_libraries(triton_home())
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (env.get("LD_LIBRARY_PATH"), str(libs)) if p)
+        env["LD_LIBRARY_PATH"] = server_library_path()
         if self.preload:
             env["LD_PRELOAD"] = " ".join(p for p in (self.preload, env.get("LD_PRELOAD")) if p)
         if self.library_threads is not None:
