@@ -292,13 +292,21 @@ class EmbeddedServer:
             return open(target, "a+", encoding="utf-8")
         return target
 
-    def _wait_ready(self) -> None:
-        """Poll Triton's HTTP health endpoints (plain HTTP, whatever TLS ``extra_args`` put on gRPC;
-        Triton starts gRPC before HTTP, so gRPC is up once HTTP answers)."""
+    def readiness_urls(self) -> list[str]:
+        """What must answer 200 before :meth:`start` returns: Triton's HTTP health endpoints (plain
+        HTTP, whatever TLS ``extra_args`` put on gRPC; Triton starts gRPC before HTTP, so gRPC is up
+        once HTTP answers) and its metrics port, which Triton opens last, so that a caller may
+        scrape it as soon as the server is started."""
         base = f"http://{self.http_url}/v2"
-        checks = [f"{base}/health/ready"]
+        urls = [f"{base}/health/ready"]
         if self.model_control != "explicit":
-            checks.append(f"{base}/models/{PIPELINE_MODEL}/ready")
+            urls.append(f"{base}/models/{PIPELINE_MODEL}/ready")
+        if "--allow-metrics=false" not in self.extra_args:
+            urls.append(self.metrics_url)
+        return urls
+
+    def _wait_ready(self) -> None:
+        checks = self.readiness_urls()
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
