@@ -11,8 +11,8 @@ no patient identifiers, no origin or direction. The origin and direction stay wi
 maps the server's voxel keypoints to world LPS mm.
 
 Failures become the types of :mod:`vfq.client.errors`. Every call has an explicit timeout; calls
-that meet a gRPC ``UNAVAILABLE`` are retried ``retries`` times with exponential backoff, any other
-error is raised at once.
+that meet a gRPC ``UNAVAILABLE`` (no server, or a server whose queue is full) are retried ``retries``
+times with exponential backoff, any other error is raised at once.
 
 With ``shared_memory=True`` the CT goes through a system shared-memory region (``/dev/shm``) instead
 of the gRPC message: much faster, but only when client and server share a host (and its
@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import random
 import re
 import time
 import uuid
@@ -42,6 +43,7 @@ from tritonclient.utils import InferenceServerException
 from vfq.client.errors import (
     ModelNotReadyError,
     RequestTimeoutError,
+    ServerBusyError,
     ServerRejectedError,
     ServerUnavailableError,
     SharedMemoryError,
@@ -71,6 +73,8 @@ PROBE_TIMEOUT_S = 5.0
 #: Longest wait (ms) between two reconnection attempts of the channel: a server that comes up is
 #: seen within this time (gRPC's default grows to 2 minutes).
 MAX_RECONNECT_BACKOFF_MS = 2000
+#: Triton's message (with gRPC ``UNAVAILABLE``) for a request that finds a step's queue full.
+QUEUE_FULL_MESSAGE = "Exceeds maximum queue size"
 
 T = TypeVar("T")
 
@@ -105,6 +109,11 @@ def server_message(error: InferenceServerException) -> str:
         if stripped == text:
             return text.strip()
         text = stripped
+
+
+def _queue_full(error: InferenceServerException) -> bool:
+    """Whether Triton refused the request because a step's queue was full (the server is busy)."""
+    return "UNAVAILABLE" in (error.status() or "") and QUEUE_FULL_MESSAGE in server_message(error)
 
 
 #: What gRPC says when a TLS handshake fails (lower case).
@@ -149,7 +158,9 @@ class VfqClient:
         url: ``host:port`` of the server's gRPC endpoint.
         timeout_s: limit (s) on each inference call, transfer included.
         retries: how many times a call that meets gRPC ``UNAVAILABLE`` is tried again.
-        retry_backoff_s: wait (s) before the first retry; doubled before each further one.
+        retry_backoff_s: wait (s) before the first retry; doubled before each further one. After a
+            refusal of a busy server (queue full) each wait is drawn between half and one and a half
+            times that, so that clients refused together do not come back together.
         shared_memory: send the CT through system shared memory (client and server on one host).
         compression: ``"gzip"`` or ``"deflate"`` to compress requests (costs CPU, saves bandwidth
             on slow links), ``None`` for none.
@@ -378,12 +389,14 @@ class VfqClient:
             except InferenceServerException as e:
                 if "UNAVAILABLE" not in (e.status() or "") or attempt >= self.retries:
                     raise self._map_error(e, what, timeout_s) from e
-                pause = self.retry_backoff_s * 2**attempt
+                busy = _queue_full(e)
+                pause = self.retry_backoff_s * 2**attempt * (random.uniform(0.5, 1.5) if busy else 1.0)
                 attempt += 1
                 logger.warning(
-                    "%s: server at %s unavailable, retry %d of %d in %.1f s",
+                    "%s: server at %s %s, retry %d of %d in %.1f s",
                     what,
                     self.url,
+                    "busy (queue full)" if busy else "unavailable",
                     attempt,
                     self.retries,
                     pause,
@@ -393,6 +406,12 @@ class VfqClient:
     def _map_error(self, error: InferenceServerException, what: str, timeout_s: float) -> VfqError:
         status = error.status() or ""
         text = server_message(error)
+        if _queue_full(error):
+            return ServerBusyError(
+                f"the server at {self.url} is busy: its queue was full ({what}, after {self.retries} "
+                "retries); send the CT again later, or give the server more instances or replicas",
+                self.url,
+            )
         if "UNAVAILABLE" in status:
             return ServerUnavailableError(
                 f"no Triton server answers at {self.url} ({what}, after {self.retries} retries): {text}"

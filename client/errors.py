@@ -7,6 +7,8 @@
     │   └── DicomSourceError           no DICOM SR can be made for this source (not a DICOM series, or
     │                                  one that does not match the analysed volume)
     ├── ServerUnavailableError         nothing answers at the URL (connection refused, UNAVAILABLE)
+    ├── ServerBusyError                the server answers, but its queue is full (UNAVAILABLE "Exceeds
+    │                                  maximum queue size"), even after the retries
     ├── ModelNotReadyError             the server answers, the pipeline model is not loaded / ready
     ├── RequestTimeoutError            no answer within the timeout (gRPC DEADLINE_EXCEEDED)
     ├── ServerRejectedError            the server answered this request with an error (e.g. not a CT)
@@ -26,6 +28,7 @@ __all__ = [
     "ModelNotReadyError",
     "RequestTimeoutError",
     "ResponseError",
+    "ServerBusyError",
     "ServerRejectedError",
     "ServerUnavailableError",
     "SharedMemoryError",
@@ -37,6 +40,20 @@ class ServerUnavailableError(VfqError):
 
     Attributes:
         url: the ``host:port`` that was called.
+    """
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ServerBusyError(VfqError):
+    """The server refused the request because a step's queue was full, even after the retries: it is
+    overloaded, not down (each step of the served repository queues at most ``max_queue_size``
+    requests; README, "Bounded queues"). Nothing of the request was kept; sending it later may succeed.
+
+    Attributes:
+        url: the ``host:port`` of the server.
     """
 
     def __init__(self, message: str, url: str) -> None:

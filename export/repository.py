@@ -16,12 +16,12 @@ the host has one and torch (their ``device`` parameter, ``auto``): the derived s
 torch, so in the gpu target the CT they receive in GPU memory stays there. No torch here: the
 derived server image runs this.
 
-Options of ``vfq-repository write`` size the instances and threads, choose the embedded networks'
-runtime, and add a warm-up, the same in every target (``--warmup-slices N``, :func:`warmup_samples`):
-Triton sends each instance of preprocess, the localizer, straighten and the detector one request
-shaped as a 512 × 512 × N CT would make it before the model reports ready, so that the first scans
-after a start do not pay for pages the step processes have never touched (shared memory for the CT,
-the copy of it, the networks' first run).
+Options of ``vfq-repository write`` size the instances, threads and queues, choose the embedded
+networks' runtime, and add a warm-up, the same in every target (``--warmup-slices N``,
+:func:`warmup_samples`): Triton sends each instance of preprocess, the localizer, straighten and the
+detector one request shaped as a 512 × 512 × N CT would make it before the model reports ready, so
+that the first scans after a start do not pay for pages the step processes have never touched
+(shared memory for the CT, the copy of it, the networks' first run).
 
 Usage::
 
@@ -180,12 +180,14 @@ def write_repository(
     network_instances: int | None = None,
     network_runtime: str | None = None,
     warmup_slices: int | None = None,
+    max_queue_size: int | None = None,
 ) -> Path:
     """Write the repository of ``target`` into ``out`` (created; must not exist or be empty), with
     ``step_instances`` instances of each of the :data:`PYTHON_STEPS`; on the CPU targets,
     ``network_instances`` instances of each of the :data:`NETWORKS` with ``network_threads`` threads
     each; on the embedded target, the networks on ``network_runtime`` (a key of
-    :data:`vfq.runtime.RUNTIMES`); with ``warmup_slices``, the warm-up of :func:`warmup_samples`.
+    :data:`vfq.runtime.RUNTIMES`); with ``warmup_slices``, the warm-up of :func:`warmup_samples`;
+    at most ``max_queue_size`` requests waiting for each step (0: no bound, Triton's default).
     Defaults: as in ``source``."""
     target, out, source = Target(target), Path(out), Path(source)
     for name, count in (
@@ -195,6 +197,8 @@ def write_repository(
     ):
         if count is not None and count < 1:
             raise ValueError(f"{name} must be >= 1, got {count}")
+    if max_queue_size is not None and max_queue_size < 0:
+        raise ValueError(f"max_queue_size must be >= 0 (0: no bound), got {max_queue_size}")
     if warmup_slices is not None and not 2 <= warmup_slices <= MAX_SHAPE[0]:
         raise ValueError(
             f"warmup_slices must be a CT's slice count, 2 to {MAX_SHAPE[0]}; got {warmup_slices}"
@@ -232,6 +236,11 @@ def write_repository(
             if network_runtime != DEFAULT_RUNTIME:
                 config.parameters.pop("memory_arena", None)  # ONNX Runtime's own setting
             changes.append(f"the networks on {network_runtime}")
+        if max_queue_size is not None and model in PIPELINE_STEPS:
+            config.dynamic_batching.default_queue_policy.max_queue_size = max_queue_size
+            changes.append(
+                f"at most {max_queue_size} requests queued" if max_queue_size else "no queue bound"
+            )
         if model in warmups:
             config.model_warmup.append(warmups[model])
             changes.append(f"a warm-up {warmups[model].name.replace('_', ' ')} CT")
@@ -299,6 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "first scans are not slower than the rest: on 2 cores the first two 300-slice scans took "
         "about 2 s each without it, 0.55 s after it (benchmarks/README.md); default none",
     )
+    write.add_argument(
+        "--max-queue-size",
+        type=int,
+        help="requests that may wait for each step before the next is refused with UNAVAILABLE (the "
+        "client retries it, then raises ServerBusyError); 0: no bound. Default as in the source (8: "
+        "8 clients are never refused)",
+    )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
@@ -321,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.network_instances,
                     args.network_runtime,
                     args.warmup_slices,
+                    args.max_queue_size,
                 )
             except ValueError as error:  # options that do not fit together or the target
                 parser.error(str(error))

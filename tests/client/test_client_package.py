@@ -37,7 +37,7 @@ def test_exported_members_exist_and_nothing_public_is_left_out():
 
 def test_every_client_error_is_a_vfq_error_of_its_own_type():
     types = [getattr(errors, name) for name in errors.__all__]
-    assert len(set(types)) == len(types) == 7
+    assert len(set(types)) == len(types) == 8
     assert all(issubclass(t, VfqError) for t in types)
     assert not any(issubclass(a, b) for a in types for b in types if a is not b)
 
