@@ -153,9 +153,7 @@ def test_the_queue_bound_asked_for_is_on_every_step_and_nothing_else_changes(tmp
         )
         if model in PIPELINE_STEPS:
             assert written.dynamic_batching.default_queue_policy.max_queue_size == 2, model
-            assert without.dynamic_batching.default_queue_policy.max_queue_size == 0, (
-                model
-            )  # Triton: no bound
+            assert without.dynamic_batching.default_queue_policy.max_queue_size == 0, model  # no bound
             for config in (written, without):
                 config.dynamic_batching.default_queue_policy.max_queue_size = SWEEP_CLIENTS
         assert written == without == source, model

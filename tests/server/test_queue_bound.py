@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 from server_factories import scrape, value
@@ -68,7 +67,6 @@ def test_a_flood_beyond_the_queues_is_refused_and_what_was_taken_is_answered(sma
         alone = client.analyze_array(array, geometry)
     before = scrape(small_server)
 
-    started = time.monotonic()
     results = flood(small_server.grpc_url, array, geometry, CLIENTS, retries=0)
     refused = [r for r in results if isinstance(r, ServerBusyError)]
     answered = [r for r in results if not isinstance(r, Exception)]
@@ -96,8 +94,6 @@ def test_a_flood_beyond_the_queues_is_refused_and_what_was_taken_is_answered(sma
     assert value(
         after, "nv_inference_request_failure_total", model=PIPELINE_MODEL, reason="OTHER", version="1"
     )
-    elapsed = time.monotonic() - started
-    print(f"{len(refused)} of {CLIENTS} refused, {len(answered)} answered, in {elapsed:.1f} s")
 
     with VfqClient(small_server.grpc_url, timeout_s=120) as client:
         again = client.analyze_array(array, geometry)
