@@ -622,7 +622,7 @@ def test_autoscaling_follows_the_queue_time_of_the_pods(rendered):
             "type": "Pods",
             "pods": {
                 "metric": {"name": "vfq_queue_duration_us_per_request"},
-                "target": {"type": "AverageValue", "averageValue": "500000"},
+                "target": {"type": "AverageValue", "averageValue": "100000"},
             },
         }
     ]
@@ -634,6 +634,27 @@ def test_autoscaling_follows_the_queue_time_of_the_pods(rendered):
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert "ServiceMonitor" not in rendered["gpu"].kinds()
+
+
+#: The GPU check's record of served step times on an H100 (8 instances of each python step).
+GPU_RECORD = CHART.parents[1] / "benchmarks" / "results" / "gpu_check_h100_final.json"
+
+
+def test_the_default_queue_target_is_reached_before_the_bounded_queues_refuse(defaults, tmp_path):
+    """Under overload the queue time per CT levels off near Σ max_queue_size × step time ÷ instances;
+    a target above that level would see refusals, never a reason to scale out."""
+    from vfq.export.repository import load_config, write_repository
+    from vfq.tensors import PIPELINE_STEPS
+
+    steps = json.loads(GPU_RECORD.read_text(encoding="utf-8"))["triton 8:1:cuda"]["server_steps"]
+    repository = write_repository("gpu", tmp_path / "gpu", step_instances=8)
+    level_s = 0.0
+    for step in PIPELINE_STEPS:
+        config = load_config(repository / step / "config.pbtxt")
+        waiting = config.dynamic_batching.default_queue_policy.max_queue_size
+        level_s += waiting * steps[step]["compute_s"] / config.instance_group[0].count
+    assert 0.25 < level_s < 0.4  # about 0.32 s, as the chart's README says
+    assert defaults["autoscaling"]["targetQueueMicroseconds"] * 1e-6 <= level_s / 2
 
 
 def test_grpc_tls_comes_from_the_named_secret(rendered):
