@@ -78,6 +78,8 @@ NETWORKS: tuple[str, ...] = (LOCALIZER_MODEL, DETECTOR_MODEL)
 PYTHON_STEPS: tuple[str, ...] = tuple(step for step in PIPELINE_STEPS if step not in NETWORKS)
 ONNX_FILE = "model.onnx"
 PLAN_FILE = "model.plan"
+#: How ``vfq-repository build-plans`` builds plans: TensorRT's Python API, or its ``trtexec`` program.
+PLAN_BUILDERS: tuple[str, ...] = ("api", "trtexec")
 
 
 #: The in-plane matrix and spacing ``(z, y, x)`` mm of the CT a warm-up sample is shaped after (that of
@@ -320,6 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--out", type=Path, required=True, help="the repository to serve (plans cached there)")
     build.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     build.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file (read and updated)")
+    build.add_argument(
+        "--builder",
+        choices=PLAN_BUILDERS,
+        default="api",
+        help="build with TensorRT's Python API (default) or its trtexec program; either way each plan is "
+        "verified and recorded with the Python API",
+    )
+    build.add_argument(
+        "--trtexec", type=Path, help="the trtexec program (default: on PATH, else /usr/src/tensorrt/bin)"
+    )
     check = commands.add_parser("check-plans", help="refuse plans built for another TensorRT or GPU")
     check.add_argument("--repository", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -347,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "build-plans":
             for line in tensorrt_plans.build_repository(
-                args.source, args.out, args.precision, args.timing_cache
+                args.source, args.out, args.precision, args.timing_cache, args.builder, args.trtexec
             ):
                 print(line)
             return 0

@@ -13,6 +13,10 @@ Optimization profiles cover the shapes the pipeline produces (:mod:`vfq.tensors`
 * ``vertebra_detector`` ``SAGITTAL [1, 1, S, 96]``: S from 16 to 3072 rows (mm of spine), opt 400 —
   the curve lies within the scan, so it is at most about 1.5 × its 2048 mm height.
 
+Plans are built with the TensorRT Python API (:func:`build_plan`) or, as an alternative, TensorRT's
+own ``trtexec`` (:func:`trtexec_command`; ``vfq-repository build-plans --builder trtexec``): the same
+profile, precision, workspace and timing cache, and the same verification and record after.
+
 Each plan gets ``model.plan.json`` beside it: TensorRT version, GPU name and compute capability,
 precision, the ONNX file's sha256 and the profiles. :func:`check_repository` refuses to serve a plan
 whose record does not match the TensorRT and GPU at hand.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -40,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from vfq.errors import VfqError
-from vfq.export.repository import NETWORKS, ONNX_FILE, PLAN_FILE
+from vfq.export.repository import NETWORKS, ONNX_FILE, PLAN_BUILDERS, PLAN_FILE
 from vfq.tensors import (
     DETECTOR_HEATMAP,
     DETECTOR_INPUT,
@@ -88,6 +93,8 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 #: Builder workspace (bytes).
 WORKSPACE_BYTES = 4 << 30
+#: Where TensorRT's containers keep ``trtexec`` when it is not on ``PATH``.
+TRTEXEC_IN_CONTAINERS = Path("/usr/src/tensorrt/bin/trtexec")
 
 
 class PlanError(VfqError):
@@ -197,6 +204,54 @@ def build_plan(onnx: Path, plan: Path, profile: Profile, precision: str, timing_
         timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
 
 
+def trtexec_command(
+    trtexec: Path, onnx: Path, plan: Path, profile: Profile, precision: str, timing_cache: Path | None
+) -> list[str]:
+    """The ``trtexec`` command (TensorRT 10 options) that builds what :func:`build_plan` builds."""
+    shape = "x".join
+    command = [
+        str(trtexec),
+        f"--onnx={onnx}",
+        f"--saveEngine={plan}",
+        *(
+            f"--{which}Shapes={profile.input}:{shape(str(n) for n in dims)}"
+            for which, dims in (("min", profile.min), ("opt", profile.opt), ("max", profile.max))
+        ),
+        f"--memPoolSize=workspace:{WORKSPACE_BYTES >> 20}",  # MiB
+        "--skipInference",
+    ]
+    if precision == "fp16":
+        command.append("--fp16")
+    if timing_cache is not None:
+        command.append(f"--timingCacheFile={timing_cache}")  # read if present, then written
+    return command
+
+
+def find_trtexec(given: Path | None = None) -> Path:
+    """``given``, else ``trtexec`` on ``PATH``, else where TensorRT's containers keep it."""
+    on_path = shutil.which("trtexec")
+    candidate = given or (Path(on_path) if on_path else TRTEXEC_IN_CONTAINERS)
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        raise PlanError(
+            f"no trtexec at {candidate}: pass its path (--trtexec), or build with the Python API "
+            "(--builder api)"
+        )
+    return candidate
+
+
+def build_plan_with_trtexec(
+    trtexec: Path, onnx: Path, plan: Path, profile: Profile, precision: str, timing_cache: Path | None
+) -> None:
+    """Build ``plan`` as :func:`build_plan` does, with ``trtexec``; :class:`PlanError` with the end of
+    its output when it fails."""
+    command = trtexec_command(trtexec, onnx, plan, profile, precision, timing_cache)
+    plan.unlink(missing_ok=True)  # a plan of an earlier build must not pass for this one's
+    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    if done.returncode != 0 or not plan.is_file() or plan.stat().st_size == 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise PlanError(f"trtexec failed to build a plan from {onnx} (exit {done.returncode}):\n{tail}")
+
+
 def run_plan(plan: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``plan`` once on ``tensor`` (its single input) on GPU 0; outputs by name."""
     trt = _tensorrt()
@@ -284,9 +339,21 @@ def verify_plan(plan: Path, onnx: Path, tensor: np.ndarray, precision: str) -> l
     return lines
 
 
-def build_repository(source: Path, out: Path, precision: str, timing_cache: Path | None) -> Iterator[str]:
-    """Copy the gpu repository ``source`` to ``out`` and build, verify and record each network's plan;
-    a plan already in ``out`` whose record matches (same ONNX, precision, TensorRT, GPU) is kept."""
+def build_repository(
+    source: Path,
+    out: Path,
+    precision: str,
+    timing_cache: Path | None,
+    builder: str = "api",
+    trtexec: Path | None = None,
+) -> Iterator[str]:
+    """Copy the gpu repository ``source`` to ``out`` and build (with ``builder``, one of
+    :data:`~vfq.export.repository.PLAN_BUILDERS`; ``trtexec`` as :func:`find_trtexec` finds it),
+    verify and record each network's plan; a plan already in ``out`` whose record matches (same ONNX,
+    precision, TensorRT, GPU) is kept."""
+    if builder not in PLAN_BUILDERS:
+        raise ValueError(f"builder must be one of {', '.join(PLAN_BUILDERS)}; got {builder!r}")
+    program = find_trtexec(trtexec) if builder == "trtexec" else None
     environment = current_environment()
     if not out.exists():
         shutil.copytree(source, out)
@@ -299,8 +366,11 @@ def build_repository(source: Path, out: Path, precision: str, timing_cache: Path
         if plan.is_file() and record_path.is_file() and PlanRecord.read(record_path) == record:
             yield f"{model}: the cached plan for {where} is kept"
             continue
-        yield f"{model}: building a {precision} plan on {where}"
-        build_plan(onnx, plan, record.profile, precision, timing_cache)
+        yield f"{model}: building a {precision} plan on {where}" + (f" with {program}" if program else "")
+        if program is None:
+            build_plan(onnx, plan, record.profile, precision, timing_cache)
+        else:
+            build_plan_with_trtexec(program, onnx, plan, record.profile, precision, timing_cache)
         inputs = inputs or verification_inputs(source)
         yield from verify_plan(plan, onnx, inputs[model], precision)
         record_path.write_text(record.to_json(), encoding="utf-8")

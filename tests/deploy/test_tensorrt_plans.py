@@ -1,13 +1,15 @@
 """The TensorRT plan path, checked without TensorRT: the profiles cover every CT the server accepts,
 records round-trip, a plan built for another TensorRT or GPU is refused with a clear message,
-without TensorRT the build says where to run it, and the code calls only TensorRT API that was
-checked against the TensorRT of the server's container."""
+without TensorRT the build says where to run it, the code calls only TensorRT API that was
+checked against the TensorRT of the server's container, and ``trtexec``, the alternative builder,
+gets the same profile, precision, workspace and cache (its failures reported with its output)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -103,9 +105,70 @@ def test_without_tensorrt_the_build_says_where_plans_are_built(tmp_path, capsys)
     )
 
 
-def test_the_verification_tensors_are_the_servers_own_and_inside_the_profiles():
-    from pathlib import Path
+def test_trtexec_builds_with_the_apis_profile_precision_workspace_and_timing_cache(tmp_path):
+    onnx, plan, cache = tmp_path / "model.onnx", tmp_path / "model.plan", tmp_path / "timing.cache"
+    program = Path("/usr/src/tensorrt/bin/trtexec")
+    localizer = plans.trtexec_command(program, onnx, plan, plans.LOCALIZER_PROFILE, "fp16", cache)
+    assert localizer == [
+        str(program),
+        f"--onnx={onnx}",
+        f"--saveEngine={plan}",
+        "--minShapes=CT_COARSE:1x1x16x16x16",
+        "--optShapes=CT_COARSE:1x1x80x96x96",
+        "--maxShapes=CT_COARSE:1x1x528x208x208",
+        "--memPoolSize=workspace:4096",  # MiB: the API's WORKSPACE_BYTES
+        "--skipInference",
+        "--fp16",
+        f"--timingCacheFile={cache}",
+    ]
+    assert plans.WORKSPACE_BYTES == 4096 << 20
+    detector = plans.trtexec_command(program, onnx, plan, plans.DETECTOR_PROFILE, "fp32", None)
+    assert detector[3:7] == [
+        "--minShapes=SAGITTAL:1x1x16x96",
+        "--optShapes=SAGITTAL:1x1x400x96",
+        "--maxShapes=SAGITTAL:1x1x3072x96",
+        "--memPoolSize=workspace:4096",
+    ]
+    assert "--fp16" not in detector and not any(a.startswith("--timingCacheFile") for a in detector)
+    # TensorRT 10 removed --workspace, --explicitBatch, --minTiming and the batch options of TensorRT 8
+    for removed in ("--workspace", "--explicitBatch", "--minTiming", "--batch", "--maxBatch"):
+        assert not any(a.split("=")[0] == removed for a in localizer + detector)
 
+
+def test_build_plans_with_trtexec_says_where_it_looked_when_there_is_none(tmp_path, capsys):
+    assert main(["write", "--target", "gpu", "--out", str(tmp_path / "gpu")]) == 0
+    missing = tmp_path / "bin" / "trtexec"
+    command = ["build-plans", "--source", str(tmp_path / "gpu"), "--out", str(tmp_path / "served")]
+    assert main([*command, "--builder", "trtexec", "--trtexec", str(missing)]) == 1
+    assert capsys.readouterr().err == (
+        f"vfq-repository: error: no trtexec at {missing}: pass its path (--trtexec), or build with the "
+        "Python API (--builder api)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("script", "exit_code"),
+    [
+        ("echo '[E] Error[4]: [network.cpp::validate::3392] profile has no shape'; exit 1", 1),
+        ("echo '&&&& PASSED TensorRT.trtexec'", 0),  # says it passed, wrote no plan
+    ],
+)
+def test_a_trtexec_that_builds_no_plan_is_an_error_with_its_last_words(tmp_path, script, exit_code):
+    program = tmp_path / "trtexec"
+    program.write_text(f"#!/bin/sh\n{script}\n", encoding="utf-8")
+    program.chmod(0o755)
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"an earlier build's plan")
+    onnx = tmp_path / "model.onnx"
+    with pytest.raises(plans.PlanError) as caught:
+        plans.build_plan_with_trtexec(program, onnx, plan, plans.DETECTOR_PROFILE, "fp16", None)
+    message = str(caught.value)
+    assert message.startswith(f"trtexec failed to build a plan from {onnx} (exit {exit_code}):\n")
+    assert message.endswith(script.split("'")[1])
+    assert not plan.exists()
+
+
+def test_the_verification_tensors_are_the_servers_own_and_inside_the_profiles():
     from vfq.export.repository import SOURCE_REPOSITORY
 
     tensors = plans.verification_inputs(Path(SOURCE_REPOSITORY))
