@@ -117,7 +117,7 @@ def test_a_flood_beyond_the_queues_is_refused_and_what_was_taken_is_answered(sma
 
 def test_a_busy_server_is_retried_and_says_so(small_server, phantom, caplog):
     caplog.set_level(logging.WARNING, logger="vfq.client.connection")
-    results = flood(small_server.grpc_url, phantom.ct.array, phantom.ct.geometry, RETRYING_CLIENTS, retries=6)
+    results = flood(small_server.grpc_url, phantom.ct.array, phantom.ct.geometry, RETRYING_CLIENTS, retries=8)
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
     assert retries and all(
         f"server at {small_server.grpc_url} busy (queue full), retry" in m for m in retries
