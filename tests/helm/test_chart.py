@@ -434,6 +434,8 @@ def test_plans_are_built_in_init_containers_only_for_onnx_repositories_on_the_gp
         "fp16",
         "--timing-cache",
         "/plan-cache/timing.cache",
+        "--builder",
+        "api",
     ]
     assert check["command"] == [
         "vfq-repository",
@@ -448,6 +450,15 @@ def test_plans_are_built_in_init_containers_only_for_onnx_repositories_on_the_gp
         assert cache == {"name": "plan-cache", "persistentVolumeClaim": {"claimName": "vfq-plans-h100"}}
     else:
         assert cache == {"name": "plan-cache", "emptyDir": {"sizeLimit": "4Gi"}}
+
+
+def test_the_plan_builder_is_one_that_vfq_repository_offers(kube_api):
+    from vfq.export.repository import PLAN_BUILDERS
+
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    assert tuple(schema["properties"]["planBuild"]["properties"]["builder"]["enum"]) == PLAN_BUILDERS
+    (build, _) = install(kube_api, {"planBuild": {"builder": "trtexec"}}).pod["initContainers"]
+    assert build["command"][-2:] == ["--builder", "trtexec"]
 
 
 def test_a_pvc_repository_is_mounted_read_only(rendered):
