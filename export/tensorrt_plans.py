@@ -37,6 +37,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,14 +244,23 @@ def find_trtexec(given: Path | None = None) -> Path:
 def build_plan_with_trtexec(
     trtexec: Path, onnx: Path, plan: Path, profile: Profile, precision: str, timing_cache: Path | None
 ) -> None:
-    """Build ``plan`` as :func:`build_plan` does, with ``trtexec``; :class:`PlanError` with the end of
-    its output when it fails."""
+    """Build ``plan`` as :func:`build_plan` does, with ``trtexec``. Its warnings and errors go to stderr
+    as they come (as TensorRT's own logger's do in :func:`build_plan`); :class:`PlanError` with the
+    end of its output when it builds no plan."""
     command = trtexec_command(trtexec, onnx, plan, profile, precision, timing_cache)
     plan.unlink(missing_ok=True)  # a plan of an earlier build must not pass for this one's
-    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
-    if done.returncode != 0 or not plan.is_file() or plan.stat().st_size == 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise PlanError(f"trtexec failed to build a plan from {onnx} (exit {done.returncode}):\n{tail}")
+    tail: deque[str] = deque(maxlen=15)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            if "[W]" in line or "[E]" in line:
+                print(line, end="", file=sys.stderr)
+    if process.returncode != 0 or not plan.is_file() or plan.stat().st_size == 0:
+        output = "\n".join(tail)
+        raise PlanError(f"trtexec failed to build a plan from {onnx} (exit {process.returncode}):\n{output}")
 
 
 def run_plan(plan: Path, tensor: np.ndarray) -> dict[str, np.ndarray]:

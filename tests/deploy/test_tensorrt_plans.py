@@ -153,9 +153,9 @@ def test_build_plans_with_trtexec_says_where_it_looked_when_there_is_none(tmp_pa
         ("echo '&&&& PASSED TensorRT.trtexec'", 0),  # says it passed, wrote no plan
     ],
 )
-def test_a_trtexec_that_builds_no_plan_is_an_error_with_its_last_words(tmp_path, script, exit_code):
+def test_a_trtexec_that_builds_no_plan_is_an_error_with_its_last_words(tmp_path, capsys, script, exit_code):
     program = tmp_path / "trtexec"
-    program.write_text(f"#!/bin/sh\n{script}\n", encoding="utf-8")
+    program.write_text(f"#!/bin/sh\necho '[I] Loading the ONNX file'\n{script}\n", encoding="utf-8")
     program.chmod(0o755)
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"an earlier build's plan")
@@ -164,8 +164,11 @@ def test_a_trtexec_that_builds_no_plan_is_an_error_with_its_last_words(tmp_path,
         plans.build_plan_with_trtexec(program, onnx, plan, plans.DETECTOR_PROFILE, "fp16", None)
     message = str(caught.value)
     assert message.startswith(f"trtexec failed to build a plan from {onnx} (exit {exit_code}):\n")
-    assert message.endswith(script.split("'")[1])
+    last_words = script.split("'")[1]
+    assert message.endswith(f"[I] Loading the ONNX file\n{last_words}")
     assert not plan.exists()
+    errors = "[E] Error[4]: [network.cpp::validate::3392] profile has no shape\n" if exit_code else ""
+    assert capsys.readouterr().err == errors  # its warnings and errors as they come, not its [I] lines
 
 
 def test_the_verification_tensors_are_the_servers_own_and_inside_the_profiles():
