@@ -18,7 +18,7 @@ from client_factories import free_port, not_assessable_outputs, oblique_geometry
 from dicom_factories import result_of, write_identified_series
 
 from vfq.client import StudyResult, cli, write_json
-from vfq.client.errors import RequestTimeoutError, ServerUnavailableError
+from vfq.client.errors import RequestTimeoutError, ServerBusyError, ServerUnavailableError
 from vfq.errors import NotCTError, VfqError
 
 
@@ -168,6 +168,8 @@ class StandInClient:
             raise RequestTimeoutError("no answer within the timeout of 1 s", 1.0)
         if name.startswith("gone"):
             raise ServerUnavailableError(f"no Triton server answers at {self.url}", self.url)
+        if name.startswith("busy"):
+            raise ServerBusyError(f"the server at {self.url} is busy: its queue was full", self.url)
         if name.startswith("empty"):
             return a_result(path, not_assessable_outputs())
         return a_result(path)
@@ -227,6 +229,16 @@ def test_a_success_after_a_failure_removes_the_error_record(tmp_path, stand_in):
     )
     assert run(["analyze", "in/chest.nii.gz", "--out", str(out)]) == cli.EXIT_OK
     assert sorted(p.name for p in (out / "chest").iterdir()) == [cli.OVERLAY_NAME, cli.REPORT_NAME]
+
+
+def test_a_busy_server_fails_that_study_and_the_batch_goes_on(tmp_path, capsys, stand_in):
+    out = tmp_path / "out"
+    paths = ["in/first.nii.gz", "in/busy.nii.gz", "in/third.nii.gz"]
+    assert run(["analyze", *paths, "--out", str(out)]) == cli.EXIT_FAILED
+    assert [Path(p).name for p in stand_in.analysed] == ["first.nii.gz", "busy.nii.gz", "third.nii.gz"]
+    assert json.loads((out / "busy" / cli.ERROR_NAME).read_text())["type"] == "ServerBusyError"
+    assert (out / "third" / cli.REPORT_NAME).is_file()
+    assert "failed: ServerBusyError" in capsys.readouterr().out
 
 
 def test_a_server_gone_mid_batch_stops_it_with_exit_3(tmp_path, capsys, stand_in):
