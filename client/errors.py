@@ -49,8 +49,9 @@ class ServerUnavailableError(VfqError):
 
 class ServerBusyError(VfqError):
     """The server refused the request because a step's queue was full, even after the retries: it is
-    overloaded, not down (each step of the served repository queues at most ``max_queue_size``
-    requests; README, "Bounded queues"). Nothing of the request was kept; sending it later may succeed.
+    overloaded, not down (a repository written with ``vfq-repository write --max-queue-size N`` queues
+    at most N requests for each step; README, "Bounded queues"). Nothing of the request was kept;
+    sending it later may succeed.
 
     Attributes:
         url: the ``host:port`` of the server.

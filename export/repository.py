@@ -189,8 +189,9 @@ def write_repository(
     ``network_instances`` instances of each of the :data:`NETWORKS` with ``network_threads`` threads
     each; on the embedded target, the networks on ``network_runtime`` (a key of
     :data:`vfq.runtime.RUNTIMES`); with ``warmup_slices``, the warm-up of :func:`warmup_samples`;
-    at most ``max_queue_size`` requests waiting for each step (0: no bound, Triton's default).
-    Defaults: as in ``source``."""
+    with ``max_queue_size``, at most that many requests waiting for each step (a queue policy of
+    Triton's dynamic batcher, which batches nothing here; 0 removes it: no bound, Triton's default and
+    the source's). Defaults: as in ``source``."""
     target, out, source = Target(target), Path(out), Path(source)
     for name, count in (
         ("step_instances", step_instances),
@@ -239,10 +240,12 @@ def write_repository(
                 config.parameters.pop("memory_arena", None)  # ONNX Runtime's own setting
             changes.append(f"the networks on {network_runtime}")
         if max_queue_size is not None and model in PIPELINE_STEPS:
-            config.dynamic_batching.default_queue_policy.max_queue_size = max_queue_size
-            changes.append(
-                f"at most {max_queue_size} requests queued" if max_queue_size else "no queue bound"
-            )
+            if max_queue_size:
+                config.dynamic_batching.default_queue_policy.max_queue_size = max_queue_size
+                changes.append(f"at most {max_queue_size} requests queued")
+            else:
+                config.ClearField("dynamic_batching")
+                changes.append("no queue bound")
         if model in warmups:
             config.model_warmup.append(warmups[model])
             changes.append(f"a warm-up {warmups[model].name.replace('_', ' ')} CT")
@@ -314,8 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-queue-size",
         type=int,
         help="requests that may wait for each step before the next is refused with UNAVAILABLE (the "
-        "client retries it, then raises ServerBusyError); 0: no bound. Default as in the source (8: "
-        "8 clients are never refused)",
+        "client retries it, then raises ServerBusyError); 8: 8 clients are never refused. Default as in "
+        "the source: no bound, because Triton 2.51's queue policy costs throughput when scans overlap "
+        "(README, 'Bounded queues')",
     )
     build = commands.add_parser("build-plans", help="build the TensorRT plans of a gpu repository, here")
     build.add_argument("--source", type=Path, required=True, help="a gpu-target repository (ONNX only)")

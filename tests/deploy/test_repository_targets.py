@@ -126,37 +126,33 @@ def test_the_numpy_steps_get_the_instances_asked_for_and_nothing_else_changes(tm
         write_repository("embedded", tmp_path / "none", step_instances=0)
 
 
-#: The most clients the benchmarks' concurrency sweeps run (benchmarks/README.md): never refused.
-SWEEP_CLIENTS = 8
-
-
 @pytest.mark.parametrize("target", list(Target))
-def test_every_step_of_every_target_queues_a_bounded_number_of_requests_without_batching(target, tmp_path):
-    out = write_repository(target, tmp_path / target.value)
-    for model in PIPELINE_STEPS:
-        config = load_config(out / model / "config.pbtxt")
-        assert config.max_batch_size == 0, model  # the batcher holds the queue, it batches nothing
-        policy = config.dynamic_batching.default_queue_policy
-        assert policy.max_queue_size == SWEEP_CLIENTS, model
-        assert (policy.default_timeout_microseconds, config.dynamic_batching.preferred_batch_size) == (0, [])
-
-
-def test_the_queue_bound_asked_for_is_on_every_step_and_nothing_else_changes(tmp_path):
-    assert (
-        main(["write", "--target", "embedded", "--out", str(tmp_path / "q2"), "--max-queue-size", "2"]) == 0
-    )
-    unbounded = write_repository("embedded", tmp_path / "q0", max_queue_size=0)
+def test_the_queue_bound_asked_for_is_on_every_step_of_every_target_and_nothing_else_changes(
+    target, tmp_path
+):
+    bounded = write_repository(target, tmp_path / "q8", max_queue_size=8)
+    plain = write_repository(target, tmp_path / "plain")
+    unbounded = write_repository(target, tmp_path / "q0", max_queue_size=0)
     for model in (PIPELINE_MODEL, *PIPELINE_STEPS):
-        written, without, source = (
-            load_config(repo / model / "config.pbtxt")
-            for repo in (tmp_path / "q2", unbounded, SOURCE_REPOSITORY)
+        written, default, without = (
+            load_config(r / model / "config.pbtxt") for r in (bounded, plain, unbounded)
         )
+        assert not default.HasField("dynamic_batching") and default == without, model  # no bound
         if model in PIPELINE_STEPS:
-            assert written.dynamic_batching.default_queue_policy.max_queue_size == 2, model
-            assert without.dynamic_batching.default_queue_policy.max_queue_size == 0, model  # no bound
-            for config in (written, without):
-                config.dynamic_batching.default_queue_policy.max_queue_size = SWEEP_CLIENTS
-        assert written == without == source, model
+            assert written.max_batch_size == 0, model  # the batcher holds the queue, it batches nothing
+            batching = written.dynamic_batching
+            assert (batching.default_queue_policy.max_queue_size, list(batching.preferred_batch_size)) == (
+                8,
+                [],
+            )
+            written.ClearField("dynamic_batching")
+        assert written == default, model
+
+
+def test_the_command_writes_the_queue_bound_and_refuses_a_negative_one(tmp_path):
+    assert main(["write", "--target", "gpu", "--out", str(tmp_path / "q2"), "--max-queue-size", "2"]) == 0
+    config = load_config(tmp_path / "q2" / PREPROCESS_MODEL / "config.pbtxt")
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 2
     assert "at most 2 requests queued" in (tmp_path / "q2" / PREPROCESS_MODEL / "config.pbtxt").read_text()
     with pytest.raises(ValueError, match=r"max_queue_size must be >= 0 \(0: no bound\), got -1"):
         write_repository("embedded", tmp_path / "negative", max_queue_size=-1)

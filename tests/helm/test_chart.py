@@ -651,14 +651,15 @@ def test_autoscaling_follows_the_queue_time_of_the_pods(rendered):
 GPU_RECORD = CHART.parents[1] / "benchmarks" / "results" / "gpu_check_h100_final.json"
 
 
-def test_the_default_queue_target_is_reached_before_the_bounded_queues_refuse(defaults, tmp_path):
-    """Under overload the queue time per CT levels off near Σ max_queue_size × step time ÷ instances;
-    a target above that level would see refusals, never a reason to scale out."""
+def test_the_default_queue_target_is_reached_before_bounded_queues_refuse(defaults, tmp_path):
+    """With the queues bounded as the README suggests (8), the queue time per CT levels off under
+    overload near Σ max_queue_size × step time ÷ instances; a target above that level would see
+    refusals, never a reason to scale out."""
     from vfq.export.repository import load_config, write_repository
     from vfq.tensors import PIPELINE_STEPS
 
     steps = json.loads(GPU_RECORD.read_text(encoding="utf-8"))["triton 8:1:cuda"]["server_steps"]
-    repository = write_repository("gpu", tmp_path / "gpu", step_instances=8)
+    repository = write_repository("gpu", tmp_path / "gpu", step_instances=8, max_queue_size=8)
     level_s = 0.0
     for step in PIPELINE_STEPS:
         config = load_config(repository / step / "config.pbtxt")
