@@ -231,8 +231,7 @@ def trtexec_command(
 
 def find_trtexec(given: Path | None = None) -> Path:
     """``given``, else ``trtexec`` on ``PATH``, else where TensorRT's containers keep it."""
-    on_path = shutil.which("trtexec")
-    candidate = given or (Path(on_path) if on_path else TRTEXEC_IN_CONTAINERS)
+    candidate = given or Path(shutil.which("trtexec") or TRTEXEC_IN_CONTAINERS)
     if not (candidate.is_file() and os.access(candidate, os.X_OK)):
         raise PlanError(
             f"no trtexec at {candidate}: pass its path (--trtexec), or build with the Python API "
